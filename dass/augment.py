@@ -1,0 +1,123 @@
+"""Batched tensor data pipeline (SPEC 7 transforms without a per-image PIL path).
+
+Images stay uint8 NHWC (numpy, possibly memory-mapped) until a batch is drawn; the batch is moved to
+the device once and transformed there as a whole: resize (when the stored size differs from the
+task's image size), random crop with zero padding, horizontal flip, then ``(x/255 - mean)/std``.
+Randomness comes from a CPU ``torch.Generator`` seeded by ``(seed, epoch)``, so an epoch's batches
+are identical on every device and after a resume.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_float(x_uint8_nhwc: torch.Tensor, image_size: int, mean: float = 0.5, std: float = 0.5,
+             channels_last: bool = False) -> torch.Tensor:
+    """uint8 NHWC -> normalised float NCHW at ``image_size`` (bilinear resize when needed)."""
+    x = x_uint8_nhwc.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                          antialias=True)
+    x = x.sub_(mean).div_(std)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, flip: bool = True,
+                     fill: float = 0.0) -> torch.Tensor:
+    """Batched RandomCrop(size, padding=pad) + RandomHorizontalFlip on NCHW floats.
+
+    torchvision pads raw pixels with 0 (black); ``x`` here is already normalised, so the caller
+    passes ``fill = (0 - mean) / std``, the normalised value of a black pixel.
+    """
+    n, c, h, w = x.shape
+    dev = x.device
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+    do_flip = (torch.rand(n, generator=gen) < 0.5).to(dev) if flip else None
+    if pad > 0:
+        xp = F.pad(x, (pad, pad, pad, pad), value=fill)
+        rows = oy[:, None] + torch.arange(h, device=dev)[None]          # n,h
+        cols = ox[:, None] + torch.arange(w, device=dev)[None]          # n,w
+        if do_flip is not None:
+            cols = torch.where(do_flip[:, None], cols.flip(1), cols)
+        idx_n = torch.arange(n, device=dev)[:, None, None]
+        # gather -> n,h,w,c then back to n,c,h,w
+        x = xp.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    elif do_flip is not None:
+        x = torch.where(do_flip[:, None, None, None], x.flip(3), x)
+    return x.contiguous()
+
+
+class BatchLoader:
+    """Iterate ``(images, labels)`` batches of one split.
+
+    - ``train=True``: shuffled each epoch (seeded by ``seed`` and :meth:`set_epoch`), random crop
+      with ``pad`` and horizontal flip; ``drop_last`` like the authors' loaders.
+    - ``train=False``: in order, no augmentation, keeps the last partial batch.
+    - ``preload=True`` copies the whole uint8 array to ``device`` once (the CUDA fast path).
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, image_size: int,
+                 train: bool, seed: int = 0, device: torch.device | str = "cpu", pad: int = 8,
+                 mean: float = 0.5, std: float = 0.5, drop_last: Optional[bool] = None,
+                 preload: Optional[bool] = None, channels_last: bool = False):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.device = torch.device(device)
+        self.images, self.labels = images, labels
+        self.batch_size, self.image_size = int(batch_size), int(image_size)
+        self.train, self.seed, self.pad = train, int(seed), int(pad)
+        self.mean, self.std = mean, std
+        self.drop_last = train if drop_last is None else drop_last
+        self.channels_last = channels_last
+        self.epoch = 0
+        self._labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        preload = (self.device.type == "cuda") if preload is None else preload
+        self._images_t = None
+        if preload:
+            self._images_t = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+            self._labels_t = self._labels_t.to(self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def generator(self) -> torch.Generator:
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return g
+
+    def _take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._images_t is not None:
+            idx_d = idx.to(self.device)
+            return self._images_t.index_select(0, idx_d), self._labels_t.index_select(0, idx_d)
+        # sorted fancy indexing reads a memory-mapped file sequentially
+        idx_np = idx.numpy()
+        order = np.argsort(idx_np, kind="stable")
+        xs = np.empty((len(idx_np),) + tuple(self.images.shape[1:]), dtype=np.uint8)
+        xs[order] = self.images[idx_np[order]]
+        x = torch.from_numpy(xs).to(self.device, non_blocking=True)
+        return x, self._labels_t.index_select(0, idx).to(self.device, non_blocking=True)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        g = self.generator()
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            x8, y = self._take(idx)
+            x = to_float(x8, self.image_size, self.mean, self.std)
+            if self.train:
+                x = random_crop_flip(x, self.pad, g, fill=-self.mean / self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y

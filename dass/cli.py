@@ -1,0 +1,76 @@
+"""``main.py``: one CLI, one subcommand per pipeline step.
+
+Every subcommand takes ``--config configs/X.yaml`` plus ``key=value`` overrides (``kd.epochs=3``),
+resolved into one typed :class:`~dass.config.Config`. Each subcommand lives in its own module under
+:mod:`dass.commands` exposing ``add_arguments(parser)`` and ``run(cfg, args) -> int``.
+
+User errors (:class:`~dass.errors.DassError`) print one line ``error: ...`` and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional
+
+from .errors import DassError
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "info": ("dass.commands.info", "print the resolved config, the search space and the device"),
+    "make-tasks": ("dass.commands.make_tasks", "generate the embedded default's task family (and the bundled real dataset)"),
+    "make-splits": ("dass.commands.make_splits", "generate the 10 Tiny ImageNet class splits (authors' format)"),
+    "train-teacher": ("dass.commands.train_teacher", "train the ResNet teacher of one or more tasks"),
+    "kd": ("dass.commands.kd", "knowledge-distil a student from a task's teacher"),
+    "build-db": ("dass.commands.build_db", "build the meta-training database (students KD-trained and recorded)"),
+    "meta-train": ("dass.commands.meta_train", "meta-train the DaSS predictor with teacher-guided adaptation"),
+    "meta-test": ("dass.commands.meta_test", "evaluate the predictor and the baselines on unseen tasks"),
+    "search": ("dass.commands.search", "rank candidate students on a task and pick the best"),
+    "demo": ("dass.commands.demo", "run the whole pipeline on the embedded default"),
+}
+
+
+def _load(name: str):
+    module, _ = COMMANDS[name]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="main.py", description="DaSS: distillation-aware student search.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--config", default=None, help="YAML config (configs/paper.yaml or configs/demo.yaml)")
+        sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. kd.epochs=3")
+        mod = _load(name)
+        if mod is not None and hasattr(mod, "add_arguments"):
+            mod.add_arguments(sp)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        from .config import load_config
+
+        cfg = load_config(args.config, args.overrides)
+        mod = _load(args.command)
+        if mod is None:
+            print(f"main.py {args.command}: not built yet", file=sys.stderr)
+            return 3
+        return int(mod.run(cfg, args) or 0)
+    except DassError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""One module per ``main.py`` subcommand: ``add_arguments(parser)`` and ``run(cfg, args) -> int``."""

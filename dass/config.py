@@ -1,0 +1,432 @@
+"""One typed configuration for every subcommand.
+
+A run's configuration is resolved in three layers: the dataclass defaults below (which are the
+*paper's* settings, SPEC sections 2-8), then a YAML file (``configs/paper.yaml`` or
+``configs/demo.yaml``), then ``key=value`` overrides from the command line (``kd.epochs=3``,
+``space.stage_widths=[8,16,32,64]``). Every key and value is validated: an unknown key or a value of
+the wrong type gives a one-line :class:`~dass.errors.ConfigError` naming the key.
+
+Each subsystem owns one section (one dataclass). Add a field to a section to add an option; the
+loader, the validator, ``main.py info`` and the saved ``config.yaml`` pick it up automatically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+PAPER_MULTIPLIERS = [0.5 + 0.0625 * i for i in range(9)]
+
+
+def _choices(*values: str) -> dict:
+    return {"choices": values}
+
+
+@dataclass
+class SpaceConfig:
+    """The search space (SPEC 2). The paper's space is the default."""
+
+    stage_widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    stage_strides: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
+    max_depth: int = 5
+    min_depth: int = 1
+    width_multipliers: list[float] = field(default_factory=lambda: list(PAPER_MULTIPLIERS))
+    image_size: int = 64
+
+
+@dataclass
+class DataConfig:
+    """Where datasets live and how images are fed (SPEC 7)."""
+
+    root: str = "data"
+    crop_padding: int = 8           # random-crop padding at 64 px; scaled with image_size when auto_pad
+    mean: float = 0.5
+    std: float = 0.5
+    # QuickDraw's train split is cut to this many images per class (SPEC 7).
+    quickdraw_train_per_class: int = 20
+    # Embedded default: the generated task family (dass.data.synthetic)
+    synthetic_seed: int = 0
+    synthetic_num_tasks: int = 12
+    synthetic_train_per_class: int = 100
+    synthetic_test_per_class: int = 40
+
+
+@dataclass
+class TaskConfig:
+    """Which tasks form meta-train / meta-valid / meta-test (SPEC 1, 7)."""
+
+    meta_train: list[str] = field(default_factory=lambda: [f"tiny_imagenet-{k}" for k in range(8)])
+    meta_valid: list[str] = field(default_factory=lambda: ["tiny_imagenet-8", "tiny_imagenet-9"])
+    meta_test: list[str] = field(default_factory=lambda: ["cub", "dtd", "quickdraw", "stanford_cars"])
+
+
+@dataclass
+class TeacherConfig:
+    """Teacher training recipe (SPEC 8)."""
+
+    epochs: int = 180
+    batch_size: int = 64
+    lr: float = 0.05
+    lr_meta_test: float = 0.01     # the meta-test teachers use a lower learning rate
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    nesterov: bool = True
+    label_smoothing: float = 0.1
+    eval_every: int = 5
+    seed: int = 0
+
+
+@dataclass
+class KDConfig:
+    """Knowledge-distillation recipe (SPEC 8)."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    nesterov: bool = True
+    temperature: float = 6.0
+    alpha: float = 0.5
+    eval_every: int = 5
+    remap: str = field(default="copy_paste_first", metadata=_choices(
+        "copy_paste_first", "copy_paste_last", "uniform", "random"))
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])   # the searched student's seeds
+
+
+@dataclass
+class TrainConfig:
+    """Engine switches shared by teacher training and KD (issue 4)."""
+
+    amp: str = field(default="auto", metadata=_choices("auto", "bf16", "fp16", "off"))
+    channels_last: bool = True
+    compile: bool = False
+    num_threads: int = 0            # torch CPU threads; 0 = torch's default
+    checkpoint_every: int = 1       # epochs between resumable checkpoints
+
+
+@dataclass
+class EmbedConfig:
+    """Functional embeddings on a fixed noise input (SPEC 4)."""
+
+    noise_seed: int = 0
+    num_noise: int = 1              # number of noise images; maps are averaged over them
+    stage: int = 4
+    pad: str = field(default="zero", metadata=_choices("zero"))
+
+
+@dataclass
+class DatabaseConfig:
+    """Meta-training database builder (issue 5, SPEC 9-10)."""
+
+    out: str = "preprocessed/ours"
+    num_students: int = 50          # students sampled per task
+    sample_seed: int = 0
+    kd_seed: int = 0                # ground truth = one KD run per student (SPEC 8)
+    num_candidates: int = 1000      # search-candidate pool per meta-test dataset
+    candidate_seed: int = 1
+
+
+@dataclass
+class PredictorConfig:
+    """The meta-predictor (SPEC 5)."""
+
+    inputs: list[str] = field(default_factory=lambda: ["S", "T", "A"])
+    func_channels: int = 0          # 0 = last stage width of the space
+    func_hidden: int = 128
+    func_dim: int = 256
+    arch_dim: int = 64
+    head_hidden: int = 64
+    dataset_dim: int = 56
+    dataset_feature_dim: int = 512
+    dataset_num_inducing: int = 32
+    dataset_heads: int = 4
+    dataset_samples_per_class: int = 20
+    attention_scale: str = field(default="reference", metadata=_choices("reference", "textbook"))
+
+
+@dataclass
+class MetaConfig:
+    """Meta-learning with teacher-guided adaptation (SPEC 6)."""
+
+    episodes: int = 1000
+    outer_lr: float = 5e-4
+    inner_lr_init: float = 0.005
+    inner_steps: int = 1
+    second_order: bool = True
+    adapt: bool = True
+    n_query: int = 50
+    eval_every: int = 20
+    seed: int = 0
+    out: str = "exp/meta_train"
+
+
+@dataclass
+class SearchConfig:
+    """Rapid search on an unseen task (issue 7)."""
+
+    top_k: int = 5
+    max_macs: float = 0.0           # 0 = no budget
+    max_params: float = 0.0
+    out: str = "exp/search"
+    method: str = "dass"
+
+
+@dataclass
+class RunConfig:
+    """Where and on what a command runs."""
+
+    device: str = "auto"            # auto = cuda when present, else cpu
+    seed: int = 0
+    out_dir: str = "runs"
+    checkpoint_dir: str = "checkpoint"
+    allow_legacy_pickle: bool = False   # opt-in for the authors' pickled files (torch.load weights_only=False)
+
+
+@dataclass
+class DemoConfig:
+    """The embedded default end to end (issue 7)."""
+
+    out: str = "exp/demo"
+    real_test_task: str = "digits"
+
+
+@dataclass
+class Config:
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    db: DatabaseConfig = field(default_factory=DatabaseConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+# --------------------------------------------------------------------------------------------- #
+# validation
+# --------------------------------------------------------------------------------------------- #
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotated type ``tp``; return the (lightly coerced) value."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            # YAML turns `name=0` into an int; a str field accepts scalars as their text.
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}' has an unsupported type {tp!r}")  # pragma: no cover
+
+
+def _section_types(section_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(section_cls)
+
+
+def _apply(obj: Any, mapping: dict, prefix: str, source: str) -> None:
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: '{prefix or 'top level'}' must be a mapping of keys, got {mapping!r}")
+    hints = _section_types(type(obj))
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    for k, v in mapping.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{source}: unknown config key '{key}' (known keys here: {known})")
+        cur = getattr(obj, k)
+        if dataclasses.is_dataclass(cur):
+            _apply(cur, v if v is not None else {}, key, source)
+            continue
+        value = _coerce(v, hints[k], key)
+        choices = names[k].metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{source}: config key '{key}' must be one of {list(choices)}, got {value!r}")
+        setattr(obj, k, value)
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Value checks that types alone cannot express; one line each, naming the key."""
+    s = cfg.space
+    n = len(s.stage_widths)
+    if n == 0 or any(w <= 0 for w in s.stage_widths):
+        raise ConfigError("config key 'space.stage_widths' must be a non-empty list of positive ints")
+    if len(s.stage_strides) != n or any(x not in (1, 2) for x in s.stage_strides):
+        raise ConfigError(f"config key 'space.stage_strides' must hold {n} values, each 1 or 2")
+    if not 1 <= s.min_depth <= s.max_depth:
+        raise ConfigError("config keys 'space.min_depth'/'space.max_depth' need 1 <= min_depth <= max_depth")
+    m = s.width_multipliers
+    if not m or any(not 0 < x <= 1 for x in m) or sorted(m) != m or len(set(m)) != len(m):
+        raise ConfigError("config key 'space.width_multipliers' must be strictly increasing values in (0, 1]")
+    if m[-1] != 1.0:
+        raise ConfigError("config key 'space.width_multipliers' must end with 1.0 (the teacher is in the space)")
+    for i, w in enumerate(s.stage_widths):
+        widths = [round(x * w) for x in m]
+        if len(set(widths)) != len(widths) or min(widths) < 1:
+            raise ConfigError(f"config key 'space.width_multipliers' gives repeated or zero widths for "
+                              f"stage {i + 1} (width {w}); use fewer multipliers or wider stages")
+    down = 2 ** sum(x == 2 for x in s.stage_strides)
+    if s.image_size < down or s.image_size % down:
+        raise ConfigError(f"config key 'space.image_size' must be a positive multiple of {down} "
+                          f"(the space's total stride)")
+    if not 0.0 <= cfg.kd.alpha <= 1.0:
+        raise ConfigError("config key 'kd.alpha' must lie in [0, 1]")
+    if cfg.kd.temperature <= 0:
+        raise ConfigError("config key 'kd.temperature' must be positive")
+    for sec in ("teacher", "kd"):
+        r = getattr(cfg, sec)
+        if r.epochs < 1 or r.batch_size < 1 or r.eval_every < 1 or r.lr <= 0:
+            raise ConfigError(f"config keys '{sec}.epochs/batch_size/eval_every/lr' must be positive")
+    bad = [x for x in cfg.predictor.inputs if x not in ("S", "T", "A", "D")]
+    if bad or not cfg.predictor.inputs or len(set(cfg.predictor.inputs)) != len(cfg.predictor.inputs):
+        raise ConfigError("config key 'predictor.inputs' must be a non-empty subset of [S, T, A, D]")
+    if cfg.meta.n_query < 1 or cfg.meta.episodes < 1 or cfg.meta.eval_every < 1:
+        raise ConfigError("config keys 'meta.n_query/episodes/eval_every' must be positive")
+    if cfg.db.num_students < 1:
+        raise ConfigError("config key 'db.num_students' must be positive")
+
+
+# --------------------------------------------------------------------------------------------- #
+# loading
+# --------------------------------------------------------------------------------------------- #
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'kd.epochs=3'`` -> (['kd', 'epochs'], 3). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value (e.g. kd.epochs=3)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override '{text}' has an empty key; use section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist; pass an existing file to --config (see configs/)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {p} is not valid YAML{where}; fix its syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections (space:, kd:, ...)")
+    return data
+
+
+def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Defaults <- YAML file <- ``key=value`` overrides, validated."""
+    cfg = Config()
+    if path is not None:
+        _apply(cfg, read_yaml(path), "", str(path))
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _apply(cfg, nested, "", f"override '{text}'")
+    _check_ranges(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict, source: str = "config") -> Config:
+    cfg = Config()
+    _apply(cfg, d, "", source)
+    _check_ranges(cfg)
+    return cfg
+
+
+def git_revision(cwd: Optional[str | os.PathLike] = None) -> str:
+    """The checkout's commit (with ``-dirty`` when it has uncommitted changes), or 'unknown'."""
+    cwd = cwd or Path(__file__).resolve().parent.parent
+    try:
+        r = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=cwd, capture_output=True,
+                           text=True, timeout=10)
+        rev = r.stdout.strip()
+        if r.returncode != 0 or not rev:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def save_config(cfg: Config, run_dir: str | os.PathLike, extra: Optional[dict] = None) -> Path:
+    """Write ``config.yaml`` (resolved config + git revision) into a run directory, atomically."""
+    from .io import atomic_write_text
+
+    doc = {"git_revision": git_revision(), **(extra or {}), "config": to_dict(cfg)}
+    out = Path(run_dir) / "config.yaml"
+    atomic_write_text(out, yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def resolve_device(name: str) -> "Any":
+    """'auto' -> cuda when present, else cpu. Never assumes CUDA."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"config key 'run.device' = {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'run.device' asks for CUDA but no CUDA device is present; use run.device=cpu")
+    return dev

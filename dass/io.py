@@ -1,0 +1,168 @@
+"""Files: atomic writes, safe checkpoint loading, JSON-lines metrics, CSV summaries.
+
+Everything long-running writes through these helpers so that a kill (or a full disk) never leaves a
+half-written file under its final name: we write to a temporary file in the same folder, fsync, and
+``os.replace`` it into place. A failed write removes its temporary file and re-raises.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import zipfile
+import pickle
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+
+from .errors import CheckpointError
+
+
+def _atomic(path: str | os.PathLike, writer: Callable[[Any], None], mode: str = "wb") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return _atomic(path, lambda f: f.write(data), "wb")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return _atomic(path, lambda f: f.write(text), "w")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file, then rename: a killed save leaves the old file intact."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def safe_torch_load(path: str | os.PathLike, allow_pickle: bool = False, what: str = "checkpoint",
+                    map_location: Any = "cpu") -> Any:
+    """Load a torch file with ``weights_only=True`` unless the user opted in to legacy pickles.
+
+    Missing, truncated or corrupt files raise a one-line :class:`CheckpointError` naming the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{what} {p} does not exist; check the path or re-run the step that writes it")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=not allow_pickle)
+    except pickle.UnpicklingError as e:
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{what} {p} holds Python objects that weights_only loading refuses; if you trust it (e.g. the "
+                f"authors' release) pass run.allow_legacy_pickle=true") from None
+        raise CheckpointError(f"{what} {p} is corrupt ({e}); delete it and re-create or re-download it") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, ImportError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{what} {p} is corrupt or unreadable ({msg}); delete it and re-create or "
+                              f"re-download it") from None
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON record per line (append-only metrics log). Flushed and fsynced per record."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=False, default=_json_default) + "\n"
+    with open(path, "a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSON-lines log, ignoring a torn last line left by a kill."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # torn final line from a kill: drop it
+            raise
+    return out
+
+
+def truncate_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool]) -> None:
+    """Rewrite a metrics log keeping only records for which ``keep`` is true (used on resume)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    recs = [r for r in read_jsonl(path) if keep(r)]
+    atomic_write_text(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in recs))
+
+
+def append_csv_row(path: str | os.PathLike, row: dict) -> None:
+    """Append a row to a CSV summary, writing the header when the file is new."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.is_file() or path.stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    rows = list(rows)
+    buf = io.StringIO()
+    if rows:
+        fields: list[str] = []
+        for r in rows:
+            fields += [k for k in r if k not in fields]
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    from .errors import DassError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DassError(f"{what} {p} does not exist")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DassError(f"{what} {p} is not valid JSON (line {e.lineno}); delete it and re-create it") from None

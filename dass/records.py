@@ -1,0 +1,185 @@
+"""The meta-training database in memory and on disk, in the authors' format (SPEC 10).
+
+On disk, one file per task (``<root>/<mode>/<task>-logs_noise_actmap.pt``) holding a dict of
+parallel lists, exactly the authors' keys::
+
+    net_index, arch_enc, noise_actmap_stage-4, depth_config, channel_widths,
+    final_acc, best_acc, final_loss
+
+plus the project's extra keys ``macs`` and ``params`` (readers of the authors' format ignore extra
+keys; files without them get the values recomputed from the architecture). The teacher's support
+record is the same dict with one entry at ``<root>/<mode>/teacher/<task>-logs_noise_actmap.pt``.
+Search candidates (no accuracies) use the same keys at ``preprocessed/search/<dataset>.pt`` with
+accuracies set to NaN.
+
+In memory a task is a :class:`TaskRecords`: stacked tensors, ready for the predictor.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import DassError
+from .io import atomic_torch_save, safe_torch_load
+from .space import Arch, SearchSpace
+
+MAP_KEY = "noise_actmap_stage-4"
+LIST_KEYS = ("net_index", "arch_enc", MAP_KEY, "depth_config", "channel_widths", "final_acc", "best_acc",
+             "final_loss")
+MODES = ("meta_train", "meta_valid", "meta_test")
+
+
+@dataclass
+class TeacherRecord:
+    """The support set of teacher-guided adaptation (SPEC 6): the teacher encoded as a student."""
+
+    arch: Arch
+    arch_enc: torch.Tensor      # E
+    fmap: torch.Tensor          # C x h x w, the teacher's own functional embedding
+    acc: float                  # the teacher's test accuracy, percent
+
+
+@dataclass
+class TaskRecords:
+    """All recorded students of one task plus its teacher record."""
+
+    task: str
+    archs: list[Arch]
+    arch_enc: torch.Tensor      # N x E float
+    fmaps: torch.Tensor         # N x C x h x w float (student functional embeddings)
+    best_acc: torch.Tensor      # N float, percent (NaN for search candidates)
+    final_acc: torch.Tensor     # N
+    final_loss: torch.Tensor    # N
+    macs: torch.Tensor          # N float
+    params: torch.Tensor        # N float
+    net_index: list[int]
+    teacher: Optional[TeacherRecord] = None
+    dataset_features: Optional[torch.Tensor] = None  # classes x samples x F, for the D input
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+    def subset(self, idx) -> "TaskRecords":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        il = idx.tolist()
+        return TaskRecords(self.task, [self.archs[i] for i in il], self.arch_enc[idx], self.fmaps[idx],
+                           self.best_acc[idx], self.final_acc[idx], self.final_loss[idx], self.macs[idx],
+                           self.params[idx], [self.net_index[i] for i in il], self.teacher,
+                           self.dataset_features, dict(self.extra))
+
+
+def _fmap(t: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t).float()
+    return t[0] if t.dim() == 4 and t.shape[0] == 1 else t
+
+
+def records_to_dict(rec: TaskRecords) -> dict:
+    """TaskRecords -> the authors' dict of parallel lists (+ macs, params)."""
+    n = len(rec)
+    d = {
+        "net_index": list(rec.net_index),
+        "arch_enc": [rec.arch_enc[i].clone() for i in range(n)],
+        MAP_KEY: [rec.fmaps[i].clone() for i in range(n)],
+        "depth_config": [list(a.depths) for a in rec.archs],
+        "channel_widths": [[list(w) for w in a.widths] for a in rec.archs],
+        "final_acc": [float(x) for x in rec.final_acc],
+        "best_acc": [float(x) for x in rec.best_acc],
+        "final_loss": [float(x) for x in rec.final_loss],
+        "macs": [float(x) for x in rec.macs],
+        "params": [float(x) for x in rec.params],
+    }
+    if rec.dataset_features is not None:
+        d["dataset_features"] = rec.dataset_features.clone()
+    return d
+
+
+def dict_to_records(d: dict, task: str, source: str, space: Optional[SearchSpace] = None,
+                    num_classes: int = 0) -> TaskRecords:
+    """The authors' dict -> TaskRecords, validating that the lists are parallel."""
+    if not isinstance(d, dict):
+        raise DassError(f"{source}: expected a dict of parallel lists (authors' format), got {type(d).__name__}")
+    missing = [k for k in LIST_KEYS if k not in d]
+    if missing:
+        raise DassError(f"{source}: missing key '{missing[0]}'; the file is not a DaSS database file")
+    n = len(d["net_index"])
+    for k in LIST_KEYS:
+        if len(d[k]) != n:
+            raise DassError(f"{source}: list '{k}' has {len(d[k])} entries but 'net_index' has {n}; the file "
+                            f"is corrupt, rebuild it")
+    if n == 0:
+        raise DassError(f"{source}: holds no records; rebuild it")
+    archs = [Arch.from_authors(dc, cw) for dc, cw in zip(d["depth_config"], d["channel_widths"])]
+    fmaps = torch.stack([_fmap(m) for m in d[MAP_KEY]])
+    arch_enc = torch.stack([torch.as_tensor(e).float().flatten() for e in d["arch_enc"]])
+
+    def vec(key: str, fallback=None) -> torch.Tensor:
+        if key in d:
+            return torch.tensor([float(x) if x is not None else math.nan for x in d[key]])
+        if fallback is not None:
+            return fallback
+        return torch.full((n,), math.nan)
+
+    if space is not None and "macs" not in d:
+        macs = torch.tensor([float(space.macs(a, num_classes=num_classes)) for a in archs])
+        params = torch.tensor([float(space.params(a, num_classes)) for a in archs])
+    else:
+        macs, params = vec("macs"), vec("params")
+    return TaskRecords(task=task, archs=archs, arch_enc=arch_enc, fmaps=fmaps, best_acc=vec("best_acc"),
+                       final_acc=vec("final_acc"), final_loss=vec("final_loss"), macs=macs, params=params,
+                       net_index=[int(x) for x in d["net_index"]],
+                       dataset_features=d.get("dataset_features"))
+
+
+def task_file(root: str | os.PathLike, mode: str, task: str) -> Path:
+    return Path(root) / mode / f"{task}-logs_noise_actmap.pt"
+
+
+def teacher_file(root: str | os.PathLike, mode: str, task: str) -> Path:
+    return Path(root) / mode / "teacher" / f"{task}-logs_noise_actmap.pt"
+
+
+def save_records(rec: TaskRecords, root: str | os.PathLike, mode: str) -> Path:
+    """Write a task's student file and (when present) its teacher record, atomically."""
+    p = atomic_torch_save(records_to_dict(rec), task_file(root, mode, rec.task))
+    if rec.teacher is not None:
+        save_teacher_record(rec.teacher, rec.task, root, mode)
+    return p
+
+
+def teacher_record_dict(t: TeacherRecord) -> dict:
+    return {"net_index": [-1], "arch_enc": [t.arch_enc.clone()], MAP_KEY: [t.fmap.clone()],
+            "depth_config": [list(t.arch.depths)], "channel_widths": [[list(w) for w in t.arch.widths]],
+            "final_acc": [float(t.acc)], "best_acc": [float(t.acc)], "final_loss": [float("nan")]}
+
+
+def save_teacher_record(t: TeacherRecord, task: str, root: str | os.PathLike, mode: str) -> Path:
+    return atomic_torch_save(teacher_record_dict(t), teacher_file(root, mode, task))
+
+
+def load_teacher_record(root: str | os.PathLike, mode: str, task: str, allow_pickle: bool = False) -> TeacherRecord:
+    p = teacher_file(root, mode, task)
+    r = dict_to_records(safe_torch_load(p, allow_pickle, what="teacher record"), task, str(p))
+    return TeacherRecord(arch=r.archs[0], arch_enc=r.arch_enc[0], fmap=r.fmaps[0], acc=float(r.best_acc[0]))
+
+
+def load_records(root: str | os.PathLike, mode: str, task: str, space: Optional[SearchSpace] = None,
+                 num_classes: int = 0, allow_pickle: bool = False, with_teacher: bool = True) -> TaskRecords:
+    """Read one task (ours or the authors'), with its teacher record when ``with_teacher``."""
+    p = task_file(root, mode, task)
+    rec = dict_to_records(safe_torch_load(p, allow_pickle, what="database file"), task, str(p), space, num_classes)
+    if with_teacher:
+        rec.teacher = load_teacher_record(root, mode, task, allow_pickle)
+        if rec.teacher.arch_enc.shape != rec.arch_enc.shape[1:]:
+            raise DassError(f"{teacher_file(root, mode, task)}: teacher encoding has {rec.teacher.arch_enc.numel()} "
+                            f"entries but the students' have {rec.arch_enc.shape[1]}; both must come from one space")
+    return rec
+
+
+def candidate_file(root: str | os.PathLike, dataset: str) -> Path:
+    return Path(root) / f"{dataset}.pt"
