@@ -47,16 +47,18 @@ class DataConfig:
     """Where datasets live and how images are fed (SPEC 7)."""
 
     root: str = "data"
-    crop_padding: int = 8           # random-crop padding at 64 px; scaled with image_size when auto_pad
+    crop_padding: int = 8           # random-crop padding (8 at 64 px, SPEC 7); used as given at any size
     mean: float = 0.5
     std: float = 0.5
     # QuickDraw's train split is cut to this many images per class (SPEC 7).
     quickdraw_train_per_class: int = 20
-    # Embedded default: the generated task family (dass.data.synthetic)
+    # Embedded default: the generated task family (dass.synthetic)
     synthetic_seed: int = 0
     synthetic_num_tasks: int = 12
     synthetic_train_per_class: int = 100
     synthetic_test_per_class: int = 40
+    # scikit-learn's bundled digits (the real unseen task): stratified test share, split seeded by synthetic_seed
+    digits_test_fraction: float = 0.3
 
 
 @dataclass
@@ -150,7 +152,10 @@ class PredictorConfig:
     dataset_num_inducing: int = 32
     dataset_heads: int = 4
     dataset_samples_per_class: int = 20
+    # Set Transformer attention scaling: "reference" divides by sqrt(model width) as the reference code
+    # (MetaD2A/DaSS) does; "textbook" by sqrt(width / heads). See dass/set_encoder.py.
     attention_scale: str = field(default="reference", metadata=_choices("reference", "textbook"))
+    dataset_block: str = field(default="sab", metadata=_choices("sab", "isab"))  # MetaD2A uses SAB
 
 
 @dataclass

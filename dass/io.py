@@ -67,7 +67,8 @@ def safe_torch_load(path: str | os.PathLike, allow_pickle: bool = False, what: s
     try:
         return torch.load(p, map_location=map_location, weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:
-        if not allow_pickle:
+        # weights_only refuses both garbage and legitimate pickled objects; only the latter names a global.
+        if not allow_pickle and "global" in str(e).lower():
             raise CheckpointError(
                 f"{what} {p} holds Python objects that weights_only loading refuses; if you trust it (e.g. the "
                 f"authors' release) pass run.allow_legacy_pickle=true") from None

@@ -1,0 +1,431 @@
+"""The meta-training database builder (issue 5; the part of the pipeline the authors never released).
+
+For every task of ``cfg.tasks`` (meta-train, meta-valid and meta-test splits) it:
+
+1. loads the task's data and trains its teacher (or loads ``<checkpoint_dir>/teacher/<task>/model_best.pth.tar``);
+2. writes the teacher's support record (its own encoding, functional map and test accuracy, SPEC 6);
+3. samples ``db.num_students`` students with a seed derived from ``db.sample_seed`` and the task name;
+4. for each student: remaps it from the teacher, computes its functional map on the fixed noise (SPEC 4),
+   KD-trains it with the ``kd`` recipe and seed ``db.kd_seed`` and records final acc, best acc, final
+   loss, MACs and params;
+5. assembles the task's file in the authors' format (``dass.records``).
+
+Work is a deterministic list of (task, student) items. Each finished student is written atomically to
+``<db.out>/_work/<mode>/<task>/<index>.pt`` with a fingerprint of everything that determines it (space,
+KD recipe, embedding settings, seed, architecture). A killed build re-runs only missing items; an
+unreadable or mismatched item file (changed config, corrupt file) is redone, never merged.
+``--shard K --num-shards N`` takes items ``g`` with ``g % N == K`` so processes, GPUs or cluster jobs
+split the work; ``merge`` assembles the task files once every item exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import Config, from_dict, resolve_device, to_dict
+from .embed import functional_map, noise_input, student_map
+from .errors import CheckpointError, DassError
+from .io import atomic_torch_save, safe_torch_load, write_csv
+from .records import (MODES, TaskRecords, TeacherRecord, candidate_file, load_records, save_records,
+                      save_teacher_record)
+from .space import Arch, SearchSpace
+
+
+def stable_seed(*parts) -> int:
+    """A seed from strings/ints that is the same in every process and Python run (unlike hash())."""
+    h = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def task_plan(cfg: Config, modes: Optional[list[str]] = None) -> list[tuple[str, str]]:
+    """``[(mode, task), ...]`` in a fixed order."""
+    modes = modes or list(MODES)
+    out = []
+    for mode in modes:
+        if mode not in MODES:
+            raise DassError(f"unknown split '{mode}'; use one of {list(MODES)}")
+        for task in getattr(cfg.tasks, mode):
+            out.append((mode, task))
+    return out
+
+
+def students_for(cfg: Config, task: str) -> list[Arch]:
+    """The task's sampled students: deterministic in (db.sample_seed, task), the teacher excluded."""
+    space = SearchSpace.from_config(cfg)
+    return space.sample_many(cfg.db.num_students, rng=stable_seed("students", cfg.db.sample_seed, task),
+                             unique=True, exclude_teacher=True)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    mode: str
+    task: str
+    index: int
+    arch: Arch
+
+
+def work_items(cfg: Config, modes: Optional[list[str]] = None) -> list[WorkItem]:
+    items = []
+    for mode, task in task_plan(cfg, modes):
+        items += [WorkItem(mode, task, i, a) for i, a in enumerate(students_for(cfg, task))]
+    return items
+
+
+def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
+    """Everything that determines a student's record; a stored item with another fingerprint is redone."""
+    kd = to_dict(cfg)["kd"]
+    kd.pop("seeds", None)
+    doc = {"space": to_dict(cfg)["space"], "kd": kd, "embed": to_dict(cfg)["embed"], "kd_seed": cfg.db.kd_seed,
+           "task": task, "index": index, "arch": arch.to_dict()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def work_dir(cfg: Config) -> Path:
+    return Path(cfg.db.out) / "_work"
+
+
+def item_file(cfg: Config, item: WorkItem) -> Path:
+    return work_dir(cfg) / item.mode / item.task / f"{item.index:05d}.pt"
+
+
+def load_item(cfg: Config, item: WorkItem) -> Optional[dict]:
+    """A finished item, or None when missing, unreadable or made under another configuration."""
+    p = item_file(cfg, item)
+    if not p.is_file():
+        return None
+    try:
+        rec = safe_torch_load(p, what="database item")
+    except CheckpointError:
+        return None
+    if not isinstance(rec, dict) or rec.get("fingerprint") != fingerprint(cfg, item.task, item.index, item.arch):
+        return None
+    return rec
+
+
+# --------------------------------------------------------------------------------------------- #
+# teachers
+# --------------------------------------------------------------------------------------------- #
+
+def ensure_teacher(cfg: Config, mode: str, task_name: str, data, device, progress: bool = True):
+    """Load the task's trained teacher, training it first when no finished checkpoint exists."""
+    from . import train
+
+    path = train.teacher_dir(cfg, task_name) / "model_best.pth.tar"
+    done = train.teacher_dir(cfg, task_name) / "done.json"
+    if not (path.is_file() and done.is_file()):
+        train.train_teacher(data, cfg, out_dir=train.teacher_dir(cfg, task_name), device=device,
+                            meta_test=(mode == "meta_test"), progress=progress)
+        from .io import write_json
+
+        write_json(done, {"task": task_name})
+    return train.load_task_teacher(cfg, task_name, data.num_classes, device)
+
+
+def teacher_record(cfg: Config, teacher, acc: float, noise: torch.Tensor) -> TeacherRecord:
+    space = SearchSpace.from_config(cfg)
+    arch = space.teacher()
+    return TeacherRecord(arch=arch, arch_enc=space.encode(arch),
+                         fmap=functional_map(teacher, noise, cfg.embed.stage), acc=float(acc))
+
+
+def _dataset_features(cfg: Config, data) -> Optional[torch.Tensor]:
+    try:
+        from .set_encoder import dataset_features
+    except ImportError:  # the D input is optional
+        return None
+    p = cfg.predictor
+    return dataset_features(data.train_images, data.train_labels, data.num_classes, p.dataset_samples_per_class,
+                            seed=stable_seed("dataset", cfg.db.sample_seed), feature_dim=p.dataset_feature_dim)
+
+
+# --------------------------------------------------------------------------------------------- #
+# the build
+# --------------------------------------------------------------------------------------------- #
+
+def _set_threads(cfg: Config) -> None:
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+
+
+def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_shards: int = 1,
+          device=None, progress: bool = True, log: Callable[[str], None] = print,
+          after_item: Optional[Callable[[WorkItem], None]] = None) -> dict:
+    """Run this shard's share of the work list; assemble every task whose items are all present.
+
+    ``after_item`` is called after each finished student (tests use it to simulate a kill).
+    Returns counts: ``{'done': n_computed, 'skipped': n_already_there, 'assembled': [...]}``.
+    """
+    from . import train
+    from .data import load_task
+
+    if not 0 <= shard < num_shards:
+        raise DassError(f"--shard {shard} must lie in [0, --num-shards {num_shards})")
+    _set_threads(cfg)
+    device = device or resolve_device(cfg.run.device)
+    space = SearchSpace.from_config(cfg)
+    items = work_items(cfg, modes)
+    mine = [it for g, it in enumerate(items) if g % num_shards == shard]
+    todo = [it for it in mine if load_item(cfg, it) is None]
+    log(f"[build-db] shard {shard}/{num_shards}: {len(mine)} students, {len(mine) - len(todo)} already done, "
+        f"{len(todo)} to train")
+    channels = max(space.stage_widths[cfg.embed.stage - 1:cfg.embed.stage])
+    noise = noise_input(space.image_size, cfg.embed.num_noise, cfg.embed.noise_seed, device)
+    bar = tqdm(total=len(todo), desc=f"build-db shard {shard}", unit="student", disable=not progress,
+               dynamic_ncols=True)
+    done = 0
+    by_task: dict[tuple[str, str], list[WorkItem]] = {}
+    for it in todo:
+        by_task.setdefault((it.mode, it.task), []).append(it)
+    for mode, task_name in task_plan(cfg, modes):
+        task_items = by_task.get((mode, task_name), [])
+        tdir = work_dir(cfg) / mode / task_name
+        need_teacher_files = not (tdir / "teacher.pt").is_file()
+        if not task_items and not need_teacher_files:
+            continue
+        data = load_task(task_name, cfg)
+        teacher, acc = ensure_teacher(cfg, mode, task_name, data, device, progress)
+        teacher.eval()
+        if need_teacher_files:
+            trec = teacher_record(cfg, teacher, acc, noise)
+            feats = _dataset_features(cfg, data)
+            atomic_torch_save({"teacher": {"arch": trec.arch.to_dict(), "arch_enc": trec.arch_enc,
+                                           "fmap": trec.fmap, "acc": trec.acc},
+                               "dataset_features": feats, "num_classes": data.num_classes}, tdir / "teacher.pt")
+        for it in task_items:
+            bar.set_postfix_str(f"{task_name} #{it.index}")
+            fmap = student_map(teacher, it.arch, noise, cfg.kd.remap, cfg.embed.stage, channels,
+                               seed=stable_seed("init", task_name, it.index))
+            student = _remapped(teacher, it.arch, cfg, task_name, it.index, device)
+            res = train.distill(teacher, student, data, cfg, seed=cfg.db.kd_seed, device=device, out_dir=None,
+                                progress=False)
+            rec = {"fingerprint": fingerprint(cfg, task_name, it.index, it.arch), "task": task_name,
+                   "index": it.index, "arch": it.arch.to_dict(), "arch_enc": space.encode(it.arch),
+                   "fmap": fmap, "final_acc": float(res["final_acc"]), "best_acc": float(res["best_acc"]),
+                   "final_loss": float(res["final_loss"]),
+                   "macs": float(space.macs(it.arch, num_classes=data.num_classes)),
+                   "params": float(space.params(it.arch, data.num_classes))}
+            atomic_torch_save(rec, item_file(cfg, it))
+            done += 1
+            bar.update(1)
+            if after_item is not None:
+                after_item(it)
+    bar.close()
+    assembled = merge(cfg, modes, strict=False, log=log)
+    return {"done": done, "skipped": len(mine) - len(todo), "assembled": assembled}
+
+
+def _remapped(teacher, arch: Arch, cfg: Config, task: str, index: int, device):
+    from .nets import ResNet
+    from .remap import remap
+
+    torch.manual_seed(stable_seed("init", task, index))  # the init random remapping keeps
+    student = ResNet(arch, teacher.num_classes, teacher.strides).to(device)
+    return remap(teacher, student, cfg.kd.remap)
+
+
+def assemble(cfg: Config, mode: str, task: str) -> Optional[TaskRecords]:
+    """Stack a task's finished items into :class:`TaskRecords`; None when any item is missing."""
+    items = [it for it in work_items(cfg, [mode]) if it.task == task]
+    recs = []
+    for it in items:
+        r = load_item(cfg, it)
+        if r is None:
+            return None
+        recs.append(r)
+    tfile = work_dir(cfg) / mode / task / "teacher.pt"
+    if not tfile.is_file():
+        return None
+    t = safe_torch_load(tfile, what="teacher record")
+    ti = t["teacher"]
+    teacher = TeacherRecord(Arch.from_dict(ti["arch"]), ti["arch_enc"], ti["fmap"], float(ti["acc"]))
+    f = lambda k: torch.tensor([r[k] for r in recs], dtype=torch.float32)  # noqa: E731
+    return TaskRecords(task=task, archs=[Arch.from_dict(r["arch"]) for r in recs],
+                       arch_enc=torch.stack([r["arch_enc"] for r in recs]), fmaps=torch.stack([r["fmap"] for r in recs]),
+                       best_acc=f("best_acc"), final_acc=f("final_acc"), final_loss=f("final_loss"),
+                       macs=f("macs"), params=f("params"), net_index=[r["index"] for r in recs], teacher=teacher,
+                       dataset_features=t.get("dataset_features"))
+
+
+def merge(cfg: Config, modes: Optional[list[str]] = None, strict: bool = True,
+          log: Callable[[str], None] = print) -> list[str]:
+    """Write the authors'-format file of every task whose items are complete.
+
+    With ``strict`` an incomplete task is an error naming how many students are missing.
+    """
+    written = []
+    for mode, task in task_plan(cfg, modes):
+        rec = assemble(cfg, mode, task)
+        if rec is None:
+            if strict:
+                items = [it for it in work_items(cfg, [mode]) if it.task == task]
+                missing = sum(load_item(cfg, it) is None for it in items)
+                raise DassError(f"task {task} ({mode}) is incomplete: {missing} of {len(items)} students missing "
+                                f"under {work_dir(cfg) / mode / task}; run build-db (all shards) first")
+            continue
+        save_records(rec, cfg.db.out, mode)
+        written.append(task)
+    if written:
+        log(f"[build-db] wrote {len(written)} task file(s) under {cfg.db.out}")
+    return written
+
+
+# --------------------------------------------------------------------------------------------- #
+# search candidates
+# --------------------------------------------------------------------------------------------- #
+
+def search_root(cfg: Config) -> Path:
+    """``preprocessed/search`` next to ``preprocessed/ours`` (SPEC 10)."""
+    return Path(cfg.db.out).parent / "search"
+
+
+def candidate_archs(cfg: Config) -> list[Arch]:
+    space = SearchSpace.from_config(cfg)
+    return space.sample_many(cfg.db.num_candidates, rng=stable_seed("candidates", cfg.db.candidate_seed),
+                             unique=True)
+
+
+def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[Arch], num_classes: int,
+                      device=None, progress: bool = False, dataset_features=None) -> TaskRecords:
+    """Encodings, functional maps, MACs and params of candidates (no accuracies: NaN)."""
+    space = SearchSpace.from_config(cfg)
+    device = device or next(teacher.parameters()).device
+    noise = noise_input(space.image_size, cfg.embed.num_noise, cfg.embed.noise_seed, device)
+    channels = space.stage_widths[cfg.embed.stage - 1]
+    teacher.eval()
+    fmaps = [student_map(teacher, a, noise, cfg.kd.remap, cfg.embed.stage, channels,
+                         seed=stable_seed("init", task, i))
+             for i, a in enumerate(tqdm(archs, desc=f"embed {task}", unit="cand", disable=not progress))]
+    n = len(archs)
+    nan = torch.full((n,), math.nan)
+    return TaskRecords(task=task, archs=list(archs), arch_enc=torch.stack([space.encode(a) for a in archs]),
+                       fmaps=torch.stack(fmaps), best_acc=nan.clone(), final_acc=nan.clone(), final_loss=nan.clone(),
+                       macs=torch.tensor([float(space.macs(a, num_classes=num_classes)) for a in archs]),
+                       params=torch.tensor([float(space.params(a, num_classes)) for a in archs]),
+                       net_index=list(range(n)), teacher=teacher_record(cfg, teacher, acc, noise),
+                       dataset_features=dataset_features)
+
+
+def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None, progress: bool = True,
+                     log: Callable[[str], None] = print) -> list[Path]:
+    """Write ``search/<dataset>.pt`` (authors' keys, NaN accuracies) for each meta-test dataset, plus
+    ``search/net_samples.pt``: ``[(macs, params, depth_config, channel_widths), ...]`` (SPEC 10)."""
+    from .data import load_task
+    from .records import records_to_dict, teacher_record_dict
+
+    device = device or resolve_device(cfg.run.device)
+    archs = candidate_archs(cfg)
+    root = search_root(cfg)
+    space = SearchSpace.from_config(cfg)
+    atomic_torch_save([(space.macs(a), space.params(a), list(a.depths), [list(w) for w in a.widths])
+                       for a in archs], root / "net_samples.pt")
+    out = []
+    for task in tasks if tasks is not None else cfg.tasks.meta_test:
+        path = candidate_file(root, task)
+        if path.is_file():
+            out.append(path)
+            continue
+        data = load_task(task, cfg)
+        teacher, acc = ensure_teacher(cfg, "meta_test", task, data, device, progress)
+        rec = candidate_records(cfg, task, teacher, acc, archs, data.num_classes, device, progress,
+                                _dataset_features(cfg, data))
+        d = records_to_dict(rec)
+        d["teacher"] = teacher_record_dict(rec.teacher)
+        atomic_torch_save(d, path)
+        out.append(path)
+    log(f"[build-db] search candidates ({len(archs)} per dataset) under {root}")
+    return out
+
+
+def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = False) -> TaskRecords:
+    from .records import dict_to_records
+
+    d = safe_torch_load(path, allow_pickle, what="search candidates")
+    rec = dict_to_records(d, task, str(path))
+    if isinstance(d, dict) and "teacher" in d:
+        t = dict_to_records(d["teacher"], task, str(path))
+        rec.teacher = TeacherRecord(t.archs[0], t.arch_enc[0], t.fmaps[0], float(t.best_acc[0]))
+    return rec
+
+
+# --------------------------------------------------------------------------------------------- #
+# report
+# --------------------------------------------------------------------------------------------- #
+
+def sanity_report(cfg: Config, modes: Optional[list[str]] = None) -> list[dict]:
+    """Per task: spread of student accuracies and Spearman(accuracy, params) -- a degenerate database
+    (all students equal, or accuracy unrelated to size everywhere) shows at once."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    for mode, task in task_plan(cfg, modes):
+        try:
+            rec = load_records(cfg.db.out, mode, task)
+        except DassError:
+            continue
+        acc = rec.best_acc
+        rho = spearmanr(acc.numpy(), rec.params.numpy()).statistic if acc.std() > 0 else float("nan")
+        rows.append({"mode": mode, "task": task, "students": len(rec), "teacher_acc": round(rec.teacher.acc, 2),
+                     "acc_mean": round(float(acc.mean()), 2), "acc_std": round(float(acc.std()), 2),
+                     "acc_min": round(float(acc.min()), 2), "acc_max": round(float(acc.max()), 2),
+                     "spearman_acc_params": round(float(rho), 3)})
+    if rows:
+        write_csv(Path(cfg.db.out) / "report.csv", rows)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    keys = list(rows[0])
+    width = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
+    line = lambda r: "  ".join(str(r.get(k, "")).ljust(width[k]) for k in keys)  # noqa: E731
+    return "\n".join([line({k: k for k in keys})] + [line(r) for r in rows])
+
+
+# --------------------------------------------------------------------------------------------- #
+# local multi-process build (one shard per worker process, 1 thread each)
+# --------------------------------------------------------------------------------------------- #
+
+def _worker_teachers(args) -> None:
+    cfg_dict, tasks = args
+    cfg = from_dict(cfg_dict)
+    torch.set_num_threads(1)
+    from .data import load_task
+
+    device = resolve_device(cfg.run.device)
+    for mode, task in tasks:
+        ensure_teacher(cfg, mode, task, load_task(task, cfg), device, progress=False)
+
+
+def _worker_shard(args) -> dict:
+    cfg_dict, modes, shard, num_shards = args
+    cfg = from_dict(cfg_dict)
+    torch.set_num_threads(1)
+    return build(cfg, modes, shard, num_shards, progress=False, log=lambda s: None)
+
+
+def build_parallel(cfg: Config, workers: int, modes: Optional[list[str]] = None,
+                   log: Callable[[str], None] = print) -> dict:
+    """Teachers first (tasks spread over ``workers`` processes), then one student shard per process."""
+    import multiprocessing as mp
+
+    t0 = time.time()
+    plan = task_plan(cfg, modes)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        chunks = [plan[k::workers] for k in range(workers)]
+        pool.map(_worker_teachers, [(to_dict(cfg), c) for c in chunks if c])
+        log(f"[build-db] teachers ready ({time.time() - t0:.0f}s)")
+        results = pool.map(_worker_shard, [(to_dict(cfg), modes, k, workers) for k in range(workers)])
+    assembled = merge(cfg, modes, strict=True, log=log)
+    return {"done": sum(r["done"] for r in results), "skipped": sum(r["skipped"] for r in results),
+            "assembled": assembled}

@@ -1,0 +1,316 @@
+"""The embedded default's task family: small image-classification tasks generated from a seed.
+
+DaSS needs many *different* tasks (SPEC 1, 7): tasks whose teachers reach different accuracies and
+on which students of different sizes rank differently. The paper gets them from Tiny ImageNet class
+subsets; the embedded default makes them procedurally, with no download, so the whole pipeline runs
+on a laptop. Each task ``synth-k`` is drawn from its own random *recipe*; images are rendered from
+per-class *prototypes* plus per-image nuisances:
+
+- a class = 1-3 coloured, striped, elongated blobs (position, size, elongation, stripe orientation
+  and frequency, colour) over a background grating (orientation, frequency) -- the prototype;
+- the recipe weights three kinds of class cue, drawn from a Dirichlet: *shape* (blob geometry and
+  stripes), *colour* (blob colours) and *texture* (the background grating). A colour task can be
+  solved by a tiny network, a texture or fine shape task needs more capacity;
+- ``separation`` scales how far class prototypes lie from a shared base (class similarity), and
+  ``variability`` how much each image strays from its prototype: their ratio sets an intrinsic
+  error, so teacher accuracy varies by task and is rarely 100%;
+- nuisances with no class information: translation jitter, random stripe phase, a per-image colour
+  cast, low-frequency clutter and pixel noise.
+
+A recipe also draws the number of classes (4-10). Generation is vectorised numpy in float64 and
+depends only on ``(data.synthetic_seed, k)`` and the sizes, so ``synth-3`` is the same whatever
+``data.synthetic_num_tasks`` is. Besides the generated family, :func:`write_digits` writes
+scikit-learn's bundled handwritten digits (real data nobody here made) as the task ``digits``.
+
+Every task is written in the authors' numpy layout (``{train,test}_{images,labels}.npy`` + a
+``meta.json``), each file atomically, then a ``.complete`` marker holding the generation recipe; a
+folder without a matching marker (killed half-way, or made with other sizes) is regenerated.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .data import COMPLETE_MARKER
+from .io import atomic_write_bytes, atomic_write_text
+
+GENERATOR_VERSION = 1
+CUES = ("shape", "colour", "texture")
+
+
+# --------------------------------------------------------------------------------------------- #
+# small numpy helpers
+# --------------------------------------------------------------------------------------------- #
+
+def resize_bilinear(x: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of the last two axes to ``size x size`` (half-pixel centres, like
+    ``F.interpolate(align_corners=False)``); pure numpy so the output is identical everywhere."""
+    h, w = x.shape[-2:]
+
+    def axis(n_in: int):
+        pos = (np.arange(size, dtype=np.float64) + 0.5) * (n_in / size) - 0.5
+        pos = np.clip(pos, 0, n_in - 1)
+        i0 = np.floor(pos).astype(np.int64)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, pos - i0
+
+    r0, r1, fr = axis(h)
+    c0, c1, fc = axis(w)
+    rows = x[..., r0, :] * (1 - fr)[:, None] + x[..., r1, :] * fr[:, None]
+    return rows[..., c0] * (1 - fc) + rows[..., c1] * fc
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------- #
+# the recipe of one task
+# --------------------------------------------------------------------------------------------- #
+
+def task_rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    """Independent streams per (seed, task, purpose): recipe, prototypes, train images, test images."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), int(stream)]))
+
+
+def make_recipe(seed: int, index: int) -> dict:
+    """Draw the task-level knobs of ``synth-<index>`` (all plain floats/ints, stored in meta.json)."""
+    r = task_rng(seed, index, 0)
+    cue = r.dirichlet([0.6, 0.6, 0.6])
+    return {
+        "num_classes": int(r.integers(4, 11)),
+        "num_parts": int(r.integers(1, 4)),
+        "cue_weights": {c: float(w) for c, w in zip(CUES, cue)},
+        "separation": float(r.uniform(0.45, 1.0)),
+        "variability": float(r.uniform(0.12, 0.42)),
+        "jitter": float(r.uniform(0.0, 0.3)),
+        "pixel_noise": float(r.uniform(0.02, 0.16)),
+        "clutter": float(r.uniform(0.0, 0.45)),
+        "colour_cast": float(r.uniform(0.0, 0.3)),
+        "texture_contrast": float(r.uniform(0.15, 0.4)),
+        "base_frequency": float(r.uniform(1.0, 3.0)),
+    }
+
+
+def _prototypes(recipe: dict, r: np.random.Generator) -> dict:
+    """Per-class parameters: a shared base plus a class offset scaled by separation x cue weight.
+
+    Parameters live in a normalised space (roughly unit scale); the renderer maps them to pixels.
+    """
+    k, p = recipe["num_classes"], recipe["num_parts"]
+    w = recipe["cue_weights"]
+    sep = recipe["separation"]
+    geo, col, tex = sep * (0.3 + 2.2 * w["shape"]), sep * (0.2 + 2.5 * w["colour"]), sep * (0.3 + 2.2 * w["texture"])
+
+    def offsets(shape, scale):
+        return scale * r.standard_normal((k,) + shape)
+
+    base = {
+        "cx": r.uniform(-0.35, 0.35, (1, p)), "cy": r.uniform(-0.35, 0.35, (1, p)),
+        "logsize": np.log(r.uniform(0.22, 0.42, (1, p))), "logaspect": r.uniform(-0.3, 0.3, (1, p)),
+        "theta": r.uniform(0, np.pi, (1, p)), "logfreq": np.log(r.uniform(1.0, 2.5, (1, p))),
+        "colour": r.uniform(0.25, 0.75, (1, p, 3)),
+        "tex_theta": r.uniform(0, np.pi, (1,)), "tex_logfreq": np.log(np.full((1,), recipe["base_frequency"])),
+    }
+    return {
+        "cx": base["cx"] + offsets((p,), 0.22 * geo), "cy": base["cy"] + offsets((p,), 0.22 * geo),
+        "logsize": base["logsize"] + offsets((p,), 0.25 * geo),
+        "logaspect": base["logaspect"] + offsets((p,), 0.45 * geo),
+        "theta": base["theta"] + offsets((p,), 0.6 * geo),
+        "logfreq": base["logfreq"] + offsets((p,), 0.35 * geo),
+        "colour": base["colour"] + offsets((p, 3), 0.22 * col),
+        "tex_theta": base["tex_theta"] + offsets((), 0.6 * tex),
+        "tex_logfreq": base["tex_logfreq"] + offsets((), 0.35 * tex),
+    }
+
+
+# Within-class spread of each parameter, per unit of the recipe's ``variability`` (same units as the
+# class offsets in _prototypes, so variability / separation sets how much classes overlap).
+_SPREAD = {"cx": 0.22, "cy": 0.22, "logsize": 0.25, "logaspect": 0.45, "theta": 0.6, "logfreq": 0.35,
+           "colour": 0.22, "tex_theta": 0.6, "tex_logfreq": 0.35}
+
+
+def render(recipe: dict, protos: dict, labels: np.ndarray, size: int, r: np.random.Generator) -> np.ndarray:
+    """Images (uint8, N x size x size x 3) of the given labels, one vectorised pass."""
+    n, p = len(labels), recipe["num_parts"]
+    tau = recipe["variability"]
+    par = {}
+    for key, v in protos.items():
+        v = v[labels]
+        par[key] = v + _SPREAD[key] * tau * r.standard_normal(v.shape)
+
+    t = (np.arange(size, dtype=np.float64) + 0.5) / size * 2 - 1          # pixel centres in [-1, 1]
+    yy, xx = np.meshgrid(t, t, indexing="ij")                              # size x size
+    shift = recipe["jitter"] * r.uniform(-1, 1, (n, 2))
+    gx = xx[None] - shift[:, 0, None, None]                                # n x s x s
+    gy = yy[None] - shift[:, 1, None, None]
+
+    # background: grey level + the texture cue (a grating) + low-frequency clutter
+    grey = r.uniform(0.35, 0.65, (n, 1, 1, 1))
+    th, fr = par["tex_theta"], np.exp(par["tex_logfreq"])
+    phase = r.uniform(0, 2 * np.pi, n)
+    grating = np.cos(np.pi * fr[:, None, None] * (gx * np.cos(th)[:, None, None] + gy * np.sin(th)[:, None, None])
+                     + phase[:, None, None])
+    img = grey + recipe["texture_contrast"] * grating[..., None] * np.array([1.0, 0.9, 0.8])
+    clutter = resize_bilinear(r.standard_normal((n, 3, 4, 4)), size).transpose(0, 2, 3, 1)
+    img = img + recipe["clutter"] * 0.35 * clutter
+
+    # the blobs, composited in order over the background
+    part_phase = r.uniform(0, 2 * np.pi, (n, p))
+    for j in range(p):
+        dx = gx - par["cx"][:, j, None, None]
+        dy = gy - par["cy"][:, j, None, None]
+        th = par["theta"][:, j, None, None]
+        u = dx * np.cos(th) + dy * np.sin(th)
+        v = -dx * np.sin(th) + dy * np.cos(th)
+        s = np.exp(par["logsize"][:, j, None, None])
+        a = np.exp(par["logaspect"][:, j, None, None])
+        alpha = np.exp(-0.5 * ((u / (s * a)) ** 2 + (v * a / s) ** 2))
+        stripes = 0.65 + 0.35 * np.cos(2 * np.pi * np.exp(par["logfreq"][:, j, None, None]) * u / s * 0.5
+                                       + part_phase[:, j, None, None])
+        colour = np.clip(par["colour"][:, j], 0, 1)[:, None, None, :]
+        img = img * (1 - alpha[..., None]) + (colour * stripes[..., None]) * alpha[..., None]
+
+    # nuisances: a per-image colour cast and pixel noise
+    img = img + recipe["colour_cast"] * r.uniform(-1, 1, (n, 1, 1, 3))
+    img = img + recipe["pixel_noise"] * r.standard_normal(img.shape)
+    return _to_uint8(img)
+
+
+def _balanced_labels(num_classes: int, per_class: int, r: np.random.Generator) -> np.ndarray:
+    return r.permutation(np.repeat(np.arange(num_classes, dtype=np.int64), per_class))
+
+
+def make_task(seed: int, index: int, image_size: int, train_per_class: int, test_per_class: int) -> dict:
+    """Arrays and metadata of ``synth-<index>`` (nothing written)."""
+    recipe = make_recipe(seed, index)
+    protos = _prototypes(recipe, task_rng(seed, index, 1))
+    out = {"meta": {"name": f"synth-{index}", "num_classes": recipe["num_classes"], "recipe": recipe}}
+    for split, per_class, stream in (("train", train_per_class, 2), ("test", test_per_class, 3)):
+        r = task_rng(seed, index, stream)
+        y = _balanced_labels(recipe["num_classes"], per_class, r)
+        out[f"{split}_images"] = render(recipe, protos, y, image_size, r)
+        out[f"{split}_labels"] = y
+    return out
+
+
+# --------------------------------------------------------------------------------------------- #
+# the real bundled task: scikit-learn's handwritten digits
+# --------------------------------------------------------------------------------------------- #
+
+def make_digits(image_size: int, seed: int, test_fraction: float = 0.3) -> dict:
+    """UCI handwritten digits from the scikit-learn wheel (no download): 8x8 greyscale 0..16 ->
+    uint8 -> bilinear upsampling to ``image_size`` -> RGB; a seeded stratified train/test split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.float64) / 16.0                                 # 1797 x 8 x 8 in [0, 1]
+    y = d.target.astype(np.int64)
+    x = resize_bilinear(x, image_size) if image_size != x.shape[-1] else x
+    x = np.repeat(_to_uint8(x)[..., None], 3, axis=-1)
+    r = np.random.default_rng(np.random.SeedSequence([int(seed), 1_000_000]))
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):                                                 # stratified: per class
+        idx = np.flatnonzero(y == c)
+        test[r.choice(idx, int(round(test_fraction * len(idx))), replace=False)] = True
+    tr, te = r.permutation(np.flatnonzero(~test)), r.permutation(np.flatnonzero(test))
+    meta = {"name": "digits", "num_classes": 10, "source": "sklearn.datasets.load_digits (UCI optdigits test set)",
+            "test_fraction": test_fraction}
+    return {"meta": meta, "train_images": x[tr], "train_labels": y[tr], "test_images": x[te], "test_labels": y[te]}
+
+
+# --------------------------------------------------------------------------------------------- #
+# writing, resumably
+# --------------------------------------------------------------------------------------------- #
+
+def _marker_text(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+def is_complete(folder: Path, spec: dict) -> bool:
+    m = Path(folder) / COMPLETE_MARKER
+    try:
+        return m.is_file() and m.read_text() == _marker_text(spec)
+    except OSError:
+        return False
+
+
+def write_task(folder: Path, arrays: dict, spec: dict) -> Path:
+    """Write one task atomically file by file; the marker goes last so a kill is detected."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / COMPLETE_MARKER
+    if marker.exists():
+        marker.unlink()  # stale (other sizes): the folder is incomplete until rewritten
+    for key in ("train_images", "train_labels", "test_images", "test_labels"):
+        atomic_write_bytes(folder / f"{key}.npy", _npy_bytes(arrays[key]))
+    atomic_write_text(folder / "meta.json", json.dumps(arrays["meta"], indent=2) + "\n")
+    atomic_write_text(marker, _marker_text(spec))
+    return folder
+
+
+def generated_task_names(cfg) -> list[str]:
+    return [f"synth-{k}" for k in range(cfg.data.synthetic_num_tasks)] + ["digits"]
+
+
+def generate_tasks(cfg, out_root: Optional[str | Path] = None, progress: bool = True,
+                   force: bool = False) -> list[str]:
+    """Write ``synth-0 .. synth-{N-1}`` and ``digits`` under ``out_root`` (default ``cfg.data.root``)
+    at ``cfg.space.image_size``; tasks already complete with the same recipe are skipped."""
+    from tqdm import tqdm
+    import sys
+
+    root = Path(out_root if out_root is not None else cfg.data.root)
+    d = cfg.data
+    size = cfg.space.image_size
+    names = generated_task_names(cfg)
+    bar = tqdm(names, desc="make-tasks", unit="task", disable=not progress or not sys.stderr.isatty())
+    for name in bar:
+        if name == "digits":
+            spec = {"generator": GENERATOR_VERSION, "task": name, "seed": d.synthetic_seed, "image_size": size,
+                    "test_fraction": d.digits_test_fraction}
+        else:
+            spec = {"generator": GENERATOR_VERSION, "task": name, "seed": d.synthetic_seed, "image_size": size,
+                    "train_per_class": d.synthetic_train_per_class, "test_per_class": d.synthetic_test_per_class}
+        folder = root / name
+        if not force and is_complete(folder, spec):
+            continue
+        if name == "digits":
+            arrays = make_digits(size, d.synthetic_seed, d.digits_test_fraction)
+        else:
+            arrays = make_task(d.synthetic_seed, int(name.split("-")[1]), size, d.synthetic_train_per_class,
+                               d.synthetic_test_per_class)
+        write_task(folder, arrays, spec)
+    return names
+
+
+def describe_tasks(cfg, root: Optional[str | Path] = None) -> list[dict]:
+    """One summary row per generated task (for the make-tasks printout and the README)."""
+    root = Path(root if root is not None else cfg.data.root)
+    rows = []
+    for name in generated_task_names(cfg):
+        meta = json.loads((root / name / "meta.json").read_text())
+        row = {"task": name, "classes": meta["num_classes"]}
+        rec = meta.get("recipe")
+        if rec:
+            main_cue = max(rec["cue_weights"], key=rec["cue_weights"].get)
+            row.update(cue=main_cue, separation=round(rec["separation"], 2), variability=round(rec["variability"], 2))
+        rows.append(row)
+    return rows
+
+
+def timed_generate(cfg, **kw) -> tuple[list[str], float]:
+    t0 = time.perf_counter()
+    names = generate_tasks(cfg, **kw)
+    return names, time.perf_counter() - t0

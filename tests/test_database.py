@@ -1,0 +1,159 @@
+"""The database builder end to end on a tiny configuration (issue 5)."""
+import numpy as np
+import pytest
+import torch
+
+from dass import database as db
+from dass.config import load_config
+from dass.errors import DassError
+from dass.records import load_records, task_file
+
+
+def _write_task(root, name, num_classes, n_train, n_test, seed):
+    rng = np.random.default_rng(seed)
+    d = root / name
+    d.mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % num_classes
+        # class-dependent colour so the task is learnable
+        base = (y[:, None, None, None] * (200 // num_classes) + 20).astype(np.int16)
+        x = np.clip(base + rng.integers(-30, 30, size=(n, 8, 8, 3)), 0, 255).astype(np.uint8)
+        np.save(d / f"{split}_images.npy", x)
+        np.save(d / f"{split}_labels.npy", y.astype(np.int64))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for k, nc in enumerate((3, 4, 3)):
+        _write_task(root, f"toy-{k}", nc, 48, 24, k)
+    return root
+
+
+def tiny_cfg(data_root, out, ckpt, **over):
+    o = [f"data.root={data_root}", f"db.out={out}", f"run.checkpoint_dir={ckpt}", "run.device=cpu",
+         "space.stage_widths=[4,8,8,16]", "space.max_depth=2", "space.width_multipliers=[0.5,1.0]",
+         "space.image_size=8", "data.crop_padding=1", "tasks.meta_train=[toy-0]", "tasks.meta_valid=[toy-1]",
+         "tasks.meta_test=[toy-2]", "teacher.epochs=1", "teacher.batch_size=16", "kd.epochs=1",
+         "kd.batch_size=16", "kd.eval_every=1", "teacher.eval_every=1", "db.num_students=3",
+         "db.num_candidates=4", "predictor.dataset_samples_per_class=2", "predictor.dataset_feature_dim=8"]
+    o += [f"{k}={v}" for k, v in over.items()]
+    return load_config(None, o)
+
+
+def _snapshot(cfg):
+    out = {}
+    for mode, task in db.task_plan(cfg):
+        r = load_records(cfg.db.out, mode, task)
+        out[task] = (r.archs, r.arch_enc, r.fmaps, r.best_acc, r.final_acc, r.final_loss, r.teacher.acc)
+    return out
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for t in a:
+        for x, y in zip(a[t], b[t]):
+            if isinstance(x, torch.Tensor):
+                assert torch.equal(x, y), t
+            else:
+                assert x == y, t
+
+
+@pytest.fixture(scope="module")
+def reference(data_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ref")
+    cfg = tiny_cfg(data_root, base / "db", base / "ckpt")
+    res = db.build(cfg, progress=False, log=lambda s: None)
+    assert res["done"] == 9 and sorted(res["assembled"]) == ["toy-0", "toy-1", "toy-2"]
+    return cfg, _snapshot(cfg)
+
+
+def test_build_writes_authors_format(reference):
+    cfg, snap = reference
+    for mode, task in db.task_plan(cfg):
+        assert task_file(cfg.db.out, mode, task).is_file()
+        r = load_records(cfg.db.out, mode, task)
+        assert len(r) == 3
+        assert r.fmaps.shape == (3, 16, 1, 1)
+        assert r.arch_enc.shape == (3, 4 * 2 * 2 + 1)
+        assert r.teacher.arch == db.SearchSpace.from_config(cfg).teacher()
+        assert ((r.best_acc >= 0) & (r.best_acc <= 100)).all()
+        assert (r.best_acc >= r.final_acc - 1e-6).all()
+    rows = db.sanity_report(cfg)
+    assert [r["task"] for r in rows] == ["toy-0", "toy-1", "toy-2"]
+
+
+def test_students_are_deterministic_and_distinct(reference):
+    cfg, _ = reference
+    a, b = db.students_for(cfg, "toy-0"), db.students_for(cfg, "toy-0")
+    assert a == b and len(set(a)) == 3
+    assert db.SearchSpace.from_config(cfg).teacher() not in a
+
+
+def test_kill_and_resume_identical(reference, data_root, tmp_path):
+    ref_cfg, ref = reference
+    cfg = tiny_cfg(data_root, tmp_path / "db", ref_cfg.run.checkpoint_dir)
+
+    class Killed(Exception):
+        pass
+
+    seen = []
+
+    def kill_after_four(item):
+        seen.append(item)
+        if len(seen) == 4:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        db.build(cfg, progress=False, log=lambda s: None, after_item=kill_after_four)
+    assert not task_file(cfg.db.out, "meta_valid", "toy-1").exists()
+    res = db.build(cfg, progress=False, log=lambda s: None)
+    assert res["skipped"] == 4 and res["done"] == 5
+    _assert_same(_snapshot(cfg), ref)
+    assert not list((tmp_path / "db").rglob("*.tmp"))
+
+
+def test_shards_merge_equal_single(reference, data_root, tmp_path):
+    ref_cfg, ref = reference
+    cfg = tiny_cfg(data_root, tmp_path / "db", ref_cfg.run.checkpoint_dir)
+    r0 = db.build(cfg, shard=0, num_shards=2, progress=False, log=lambda s: None)
+    assert r0["done"] == 5 and r0["assembled"] == []
+    with pytest.raises(DassError, match="incomplete"):
+        db.merge(cfg, strict=True, log=lambda s: None)
+    r1 = db.build(cfg, shard=1, num_shards=2, progress=False, log=lambda s: None)
+    assert r1["done"] == 4
+    db.merge(cfg, log=lambda s: None)
+    _assert_same(_snapshot(cfg), ref)
+
+
+def test_corrupt_and_mismatched_items_are_redone(reference, data_root, tmp_path):
+    ref_cfg, ref = reference
+    cfg = tiny_cfg(data_root, tmp_path / "db", ref_cfg.run.checkpoint_dir)
+    db.build(cfg, progress=False, log=lambda s: None)
+    items = db.work_items(cfg)
+    db.item_file(cfg, items[0]).write_bytes(b"truncated")
+    rec = torch.load(db.item_file(cfg, items[1]), weights_only=True)
+    rec["fingerprint"] = "from-another-config"
+    torch.save(rec, db.item_file(cfg, items[1]))
+    res = db.build(cfg, progress=False, log=lambda s: None)
+    assert res["done"] == 2
+    _assert_same(_snapshot(cfg), ref)
+    # a changed KD recipe invalidates every stored item
+    cfg2 = tiny_cfg(data_root, tmp_path / "db", ref_cfg.run.checkpoint_dir, **{"kd.lr": 0.01})
+    assert all(db.load_item(cfg2, it) is None for it in db.work_items(cfg2))
+
+
+def test_candidates(reference, tmp_path):
+    cfg, _ = reference
+    paths = db.build_candidates(cfg, progress=False, log=lambda s: None)
+    rec = db.load_candidates(paths[0], "toy-2")
+    assert len(rec) == 4 and torch.isnan(rec.best_acc).all()
+    assert rec.teacher is not None and rec.fmaps.shape == (4, 16, 1, 1)
+    ns = torch.load(db.search_root(cfg) / "net_samples.pt", weights_only=True)
+    assert len(ns) == 4 and len(ns[0]) == 4
+
+
+def test_bad_shard_arguments(reference):
+    cfg, _ = reference
+    with pytest.raises(DassError, match="--shard 2"):
+        db.build(cfg, shard=2, num_shards=2, progress=False)
