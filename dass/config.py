@@ -202,6 +202,8 @@ class DemoConfig:
 
     out: str = "exp/demo"
     real_test_task: str = "digits"
+    budget_frac: float = 0.5        # search budget: MACs <= this fraction of the teacher's
+    workers: int = 0                # local build-db processes; 0 = min(2, CPU count)
 
 
 @dataclass

@@ -1,0 +1,18 @@
+"""``main.py demo``: the whole pipeline on the embedded default (issue 7)."""
+from __future__ import annotations
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--fresh", action="store_true", help="delete the demo's output folder first")
+
+
+def run(cfg, args) -> int:
+    import shutil
+    from pathlib import Path
+
+    from ..demo import run_demo
+
+    if args.fresh and Path(cfg.demo.out).exists():
+        shutil.rmtree(cfg.demo.out)
+    run_demo(cfg, workers=cfg.demo.workers)
+    return 0

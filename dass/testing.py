@@ -1,0 +1,109 @@
+"""A small, seeded, synthetic-but-learnable meta-training database (for tests and timing runs).
+
+Real databases come from KD-training hundreds of students; tests need something that takes
+milliseconds yet has the structure the predictor must learn. For task ``t`` (everything drawn from
+``numpy.random.default_rng([seed, t])``):
+
+* the teacher map ``M_t`` (C x h x w, non-negative) and a task *difficulty* ``b_t`` (teacher accuracy)
+  and *spread* ``s_t``; a per-task stage-importance vector ``u_t`` (Dirichlet);
+* a student's capacity ``q = sum_s u_t[s] * (mean width_s / stage width_s) * (depth_s / max depth)``
+  (the teacher has q = 1);
+* its functional map = ``M_t`` restricted to its last-stage channels (zero-padded, like the real
+  embedding) plus interference noise growing with ``1 - q``;
+* its accuracy ``b_t - s_t * (1 - q) + noise`` (percent); the teacher's accuracy is ``b_t + noise``.
+
+So ranking within a task follows capacity (visible in the encoding and in the map's similarity to the
+teacher's), and the level of a task is given by its teacher: exactly what teacher-guided adaptation
+is for. Dataset features (``classes x samples x F``) are noisy copies of a task-dependent mean, so the
+D input carries the task's difficulty too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .records import MODES, TaskRecords, TeacherRecord, save_records
+from .space import SearchSpace
+
+
+def _capacity(space: SearchSpace, arch, u: np.ndarray) -> float:
+    q = 0.0
+    for s, ws in enumerate(arch.widths):
+        frac_w = float(np.mean(ws)) / space.stage_widths[s]
+        q += u[s] * frac_w * len(ws) / space.max_depth
+    return q
+
+
+def make_task(space: SearchSpace, name: str, index: int, n_students: int = 24, seed: int = 0,
+              hw: Optional[int] = None, feature_dim: int = 16, classes: int = 4, samples: int = 5,
+              with_dataset: bool = True, noise: float = 0.5) -> TaskRecords:
+    g = np.random.default_rng([int(seed), int(index)])
+    c = space.stage_widths[-1]
+    h = hw or space.feature_sizes()[-1]
+    m = np.maximum(g.standard_normal((c, h, h)), 0.0).astype(np.float32)
+    u = g.dirichlet(np.ones(space.num_stages))
+    b = float(g.uniform(45.0, 85.0))
+    spread = float(g.uniform(8.0, 20.0))
+    archs = space.sample_many(n_students, g, exclude_teacher=True)
+    fmaps, accs, qs = [], [], []
+    for a in archs:
+        q = _capacity(space, a, u)
+        f = m.copy()
+        f[a.out_channels:] = 0.0
+        f = f + (1.0 - q) * 0.7 * np.maximum(g.standard_normal((c, h, h)), 0.0)
+        f[a.out_channels:] = 0.0
+        fmaps.append(f.astype(np.float32))
+        qs.append(q)
+        accs.append(b - spread * (1.0 - q) + noise * g.standard_normal())
+    best = torch.tensor(accs, dtype=torch.float32)
+    final = best - torch.tensor(np.abs(g.standard_normal(n_students)) * noise, dtype=torch.float32)
+    teacher_arch = space.teacher()
+    teacher = TeacherRecord(arch=teacher_arch, arch_enc=space.encode(teacher_arch), fmap=torch.from_numpy(m),
+                            acc=b + noise * float(g.standard_normal()))
+    dfeat = None
+    if with_dataset:
+        proj = np.random.default_rng([int(seed), 10_000]).standard_normal((2 + space.num_stages, feature_dim))
+        mean = np.concatenate([[b / 50.0, spread / 10.0], u]) @ proj
+        dfeat = torch.tensor(mean + 0.3 * g.standard_normal((classes, samples, feature_dim)), dtype=torch.float32)
+    return TaskRecords(
+        task=name, archs=archs, arch_enc=torch.stack([space.encode(a) for a in archs]),
+        fmaps=torch.from_numpy(np.stack(fmaps)), best_acc=best, final_acc=final,
+        final_loss=torch.tensor(g.uniform(0.5, 2.0, n_students), dtype=torch.float32),
+        macs=torch.tensor([float(space.macs(a)) for a in archs]),
+        params=torch.tensor([float(space.params(a)) for a in archs]),
+        net_index=list(range(n_students)), teacher=teacher, dataset_features=dfeat)
+
+
+def make_fixture_db(space: SearchSpace, tasks: dict[str, Sequence[str]], n_students: int = 24, seed: int = 0,
+                    root: Optional[str | Path] = None, **kw) -> dict[str, list[TaskRecords]]:
+    """``tasks = {"meta_train": [...], "meta_valid": [...], "meta_test": [...]}`` -> records per mode.
+
+    With ``root`` the records are also written in the on-disk format (``records.save_records``).
+    """
+    out: dict[str, list[TaskRecords]] = {}
+    index = 0
+    for mode in MODES:
+        out[mode] = []
+        for name in tasks.get(mode, []):
+            rec = make_task(space, name, index, n_students, seed, **kw)
+            index += 1
+            if root is not None:
+                save_records(rec, root, mode)
+            out[mode].append(rec)
+    return out
+
+
+def fixture_db_for_config(cfg, root: Optional[str | Path] = None, **kw) -> dict[str, list[TaskRecords]]:
+    """The fixture database for a config's space and task lists, written to ``root or cfg.db.out``."""
+    space = SearchSpace.from_config(cfg)
+    tasks = {"meta_train": cfg.tasks.meta_train, "meta_valid": cfg.tasks.meta_valid,
+             "meta_test": cfg.tasks.meta_test}
+    kw.setdefault("n_students", cfg.db.num_students)
+    kw.setdefault("feature_dim", cfg.predictor.dataset_feature_dim)
+    return make_fixture_db(space, tasks, seed=cfg.db.sample_seed, root=root if root is not None else cfg.db.out, **kw)
+
+
+__all__ = ["make_task", "make_fixture_db", "fixture_db_for_config"]
