@@ -119,7 +119,7 @@ def validate_labels(labels: np.ndarray, path: Path | str, num_classes: Optional[
                         f"label per image (shape N)")
     if labels.shape[0] == 0:
         raise DataError(f"dataset file {path} holds no labels")
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = np.array(labels, dtype=np.int64)   # small: copied into memory, writable
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or (num_classes is not None and hi >= num_classes):
         bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"

@@ -92,14 +92,13 @@ def make_recipe(seed: int, index: int) -> dict:
         "num_classes": int(r.integers(4, 11)),
         "num_parts": int(r.integers(1, 4)),
         "cue_weights": {c: float(w) for c, w in zip(CUES, cue)},
-        "separation": float(r.uniform(0.45, 1.0)),
-        "variability": float(r.uniform(0.12, 0.42)),
-        "jitter": float(r.uniform(0.0, 0.3)),
-        "pixel_noise": float(r.uniform(0.02, 0.16)),
-        "clutter": float(r.uniform(0.0, 0.45)),
-        "colour_cast": float(r.uniform(0.0, 0.3)),
-        "texture_contrast": float(r.uniform(0.15, 0.4)),
-        "base_frequency": float(r.uniform(1.0, 3.0)),
+        "separation": float(r.uniform(0.5, 1.0)),
+        "variability": float(r.uniform(0.1, 0.35)),
+        "jitter": float(r.uniform(0.0, 0.25)),
+        "pixel_noise": float(r.uniform(0.01, 0.08)),
+        "clutter": float(r.uniform(0.0, 0.3)),
+        "colour_cast": float(r.uniform(0.0, 0.15)),
+        "base_frequency": float(r.uniform(1.0, 2.5)),
     }
 
 
@@ -118,7 +117,7 @@ def _prototypes(recipe: dict, r: np.random.Generator) -> dict:
 
     base = {
         "cx": r.uniform(-0.35, 0.35, (1, p)), "cy": r.uniform(-0.35, 0.35, (1, p)),
-        "logsize": np.log(r.uniform(0.22, 0.42, (1, p))), "logaspect": r.uniform(-0.3, 0.3, (1, p)),
+        "logsize": np.log(r.uniform(0.3, 0.5, (1, p))), "logaspect": r.uniform(-0.3, 0.3, (1, p)),
         "theta": r.uniform(0, np.pi, (1, p)), "logfreq": np.log(r.uniform(1.0, 2.5, (1, p))),
         "colour": r.uniform(0.25, 0.75, (1, p, 3)),
         "tex_theta": r.uniform(0, np.pi, (1,)), "tex_logfreq": np.log(np.full((1,), recipe["base_frequency"])),
@@ -162,7 +161,8 @@ def render(recipe: dict, protos: dict, labels: np.ndarray, size: int, r: np.rand
     phase = r.uniform(0, 2 * np.pi, n)
     grating = np.cos(np.pi * fr[:, None, None] * (gx * np.cos(th)[:, None, None] + gy * np.sin(th)[:, None, None])
                      + phase[:, None, None])
-    img = grey + recipe["texture_contrast"] * grating[..., None] * np.array([1.0, 0.9, 0.8])
+    contrast = 0.08 + 0.3 * recipe["cue_weights"]["texture"]
+    img = grey + contrast * grating[..., None] * np.array([1.0, 0.9, 0.8])
     clutter = resize_bilinear(r.standard_normal((n, 3, 4, 4)), size).transpose(0, 2, 3, 1)
     img = img + recipe["clutter"] * 0.35 * clutter
 
@@ -177,7 +177,7 @@ def render(recipe: dict, protos: dict, labels: np.ndarray, size: int, r: np.rand
         s = np.exp(par["logsize"][:, j, None, None])
         a = np.exp(par["logaspect"][:, j, None, None])
         alpha = np.exp(-0.5 * ((u / (s * a)) ** 2 + (v * a / s) ** 2))
-        stripes = 0.65 + 0.35 * np.cos(2 * np.pi * np.exp(par["logfreq"][:, j, None, None]) * u / s * 0.5
+        stripes = 0.7 + 0.3 * np.cos(np.pi * np.exp(par["logfreq"][:, j, None, None]) * u / s * 0.5
                                        + part_phase[:, j, None, None])
         colour = np.clip(par["colour"][:, j], 0, 1)[:, None, None, :]
         img = img * (1 - alpha[..., None]) + (colour * stripes[..., None]) * alpha[..., None]

@@ -4,7 +4,8 @@ Real databases come from KD-training hundreds of students; tests need something 
 milliseconds yet has the structure the predictor must learn. For task ``t`` (everything drawn from
 ``numpy.random.default_rng([seed, t])``):
 
-* the teacher map ``M_t`` (C x h x w, non-negative) and a task *difficulty* ``b_t`` (teacher accuracy)
+* a task *difficulty* ``b_t`` (teacher accuracy), the teacher map ``M_t`` (C x h x w, non-negative: a
+  pattern shared by all tasks plus a task-specific part, scaled by ``b_t``)
   and *spread* ``s_t``; a per-task stage-importance vector ``u_t`` (Dirichlet);
 * a student's capacity ``q = sum_s u_t[s] * (mean width_s / stage width_s) * (depth_s / max depth)``
   (the teacher has q = 1);
@@ -43,9 +44,12 @@ def make_task(space: SearchSpace, name: str, index: int, n_students: int = 24, s
     g = np.random.default_rng([int(seed), int(index)])
     c = space.stage_widths[-1]
     h = hw or space.feature_sizes()[-1]
-    m = np.maximum(g.standard_normal((c, h, h)), 0.0).astype(np.float32)
     u = g.dirichlet(np.ones(space.num_stages))
     b = float(g.uniform(45.0, 85.0))
+    # Teacher maps share a common pattern (as maps of one architecture family do) with a task-specific
+    # part; their scale follows the task's accuracy, so T carries the task's level.
+    base = np.random.default_rng([int(seed), 20_000]).standard_normal((c, h, h))
+    m = (np.maximum(base + 0.5 * g.standard_normal((c, h, h)), 0.0) * (b / 65.0)).astype(np.float32)
     spread = float(g.uniform(8.0, 20.0))
     archs = space.sample_many(n_students, g, exclude_teacher=True)
     fmaps, accs, qs = [], [], []

@@ -1,0 +1,69 @@
+"""``main.py train-teacher``: train the ResNet teacher of one task, or of every configured task (SPEC 8).
+
+``--task NAME`` trains one task; ``--task all`` every task of ``tasks.meta_train``,
+``tasks.meta_valid`` and ``tasks.meta_test``. Meta-test tasks (or any task with ``--meta-test``) use
+``teacher.lr_meta_test``, as the authors' teachers of the unseen datasets do. A task whose teacher is
+complete (``<run.checkpoint_dir>/teacher/<task>/model_best.pth.tar`` of a finished run, or a released
+teacher) is skipped; an interrupted one resumes. Prints a table of accuracies.
+"""
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--task", required=True, metavar="NAME|all",
+                   help="task to train the teacher of (a name from the config's tasks lists), or 'all'")
+    p.add_argument("--meta-test", action="store_true",
+                   help="use teacher.lr_meta_test (automatic for tasks listed in tasks.meta_test)")
+
+
+def known_tasks(cfg) -> list[str]:
+    seen: list[str] = []
+    for name in [*cfg.tasks.meta_train, *cfg.tasks.meta_valid, *cfg.tasks.meta_test]:
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+def check_task(cfg, name: str) -> str:
+    """A task name from the config's lists, else a one-line ConfigError listing them."""
+    known = known_tasks(cfg)
+    if name not in known:
+        shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        raise ConfigError(f"unknown task '{name}'; use one of the config's tasks.meta_train/meta_valid/meta_test "
+                          f"({shown}) or add it there")
+    return name
+
+
+def run(cfg, args) -> int:
+    from ..data import load_task
+    from ..io import safe_torch_load
+    from ..train import (BEST, checkpoint_accuracy, dist_env, setup_device, teacher_dir, teacher_status,
+                         train_teacher)
+
+    if args.task == "all":
+        jobs = [(n, n in cfg.tasks.meta_test or args.meta_test) for n in known_tasks(cfg)]
+    else:
+        name = check_task(cfg, args.task)
+        jobs = [(name, name in cfg.tasks.meta_test or args.meta_test)]
+    device = setup_device(cfg)
+    rows = []
+    for name, meta_test in jobs:
+        if teacher_status(cfg, name) == "complete":
+            path = teacher_dir(cfg, name) / BEST
+            acc = checkpoint_accuracy(safe_torch_load(path, allow_pickle=cfg.run.allow_legacy_pickle,
+                                                      what="teacher checkpoint"), path)
+            rows.append((name, meta_test, "skipped (complete)", None, acc))
+            continue
+        task = load_task(name, cfg)
+        r = train_teacher(task, cfg, device=device, meta_test=meta_test, progress=True)
+        rows.append((name, meta_test, "trained", r["final_acc"], r["best_acc"]))
+    if dist_env()[0] == 0:
+        print(f"{'task':<24} {'lr':>7} {'status':<20} {'final acc':>9} {'best acc':>9}")
+        for name, meta_test, status, final, best in rows:
+            lr = cfg.teacher.lr_meta_test if meta_test else cfg.teacher.lr
+            f = f"{final:9.2f}" if final is not None else f"{'-':>9}"
+            print(f"{name:<24} {lr:>7g} {status:<20} {f} {best:9.2f}")
+        print(f"# teachers in {teacher_dir(cfg, '<task>').parent}")
+    return 0

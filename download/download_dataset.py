@@ -1,0 +1,21 @@
+#!/usr/bin/env python
+"""Download the datasets the authors publish (Tiny ImageNet + splits, CUB, DTD, QuickDraw, Stanford Cars)
+into data/<name>/ as numpy arrays (SPEC 7).
+
+    python download/download_dataset.py --name all            # or: cub dtd quickdraw stanford_cars tiny_imagenet
+    python download/download_dataset.py --name cub --dry-run  # list URLs and destinations only
+    DASS_MIRROR=https://my.mirror/dass python download/download_dataset.py --name all
+
+A thin CLI over dass.download (resume, retries, sha256, mirrors: see download/manifest.yaml).
+Exit status 2 with a one-line "error: ..." on stderr for any problem the user can fix.
+"""
+import sys
+from pathlib import Path
+
+# Runnable as a plain script from anywhere: make the repository's dass package importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dass.download import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main("dataset", prog="download_dataset.py"))
