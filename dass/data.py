@@ -150,7 +150,7 @@ def _read_split(folder: Path, split: str, name: str, num_classes: Optional[int])
 # the layouts
 # --------------------------------------------------------------------------------------------- #
 
-def _tiny_imagenet_labels(folder: Path) -> Path:
+def tiny_imagenet_labels_path(folder: Path) -> Path:
     # The authors' downloader writes labels/train_labels.npy; their dataset class reads
     # tiny_imagenet/train_labels.npy. Accept both, preferring the downloader's location.
     for p in (folder / "labels" / "train_labels.npy", folder / "train_labels.npy"):
@@ -218,7 +218,7 @@ def load_tiny_imagenet(root: Path, split: int) -> TaskData:
     """One of the 10 Tiny ImageNet class subsets (SPEC 7), relabelled to ``0..len(label_list)-1``."""
     folder = Path(root) / "tiny_imagenet"
     hint = _hint("tiny_imagenet")
-    ip, lp = folder / "train_images.npy", _tiny_imagenet_labels(folder)
+    ip, lp = folder / "train_images.npy", tiny_imagenet_labels_path(folder)
     images, labels = validate_arrays(load_npy(ip, hint), load_npy(lp, hint), ip, lp, TINY_IMAGENET_CLASSES)
     sp = folder / f"{TINY_IMAGENET_SPLITS}_split" / f"split_{split}.npz"
     label_list, idx_train, idx_valid = read_split_file(sp, len(images))

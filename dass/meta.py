@@ -36,7 +36,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
+from torch.func import functional_call, grad as func_grad, vmap
 
 from .config import PredictorConfig, save_config, to_dict
 from .errors import CheckpointError, DataError
@@ -97,7 +97,7 @@ def adapt(model: Predictor, params: dict, inner_lrs: dict, teacher: TeacherRecor
     with torch.enable_grad():
         for _ in range(max(1, int(steps))):
             pred = functional_call(model, params, (fmap.unsqueeze(0), fmap, enc, feats))
-            loss = F.mse_loss(pred, target)
+            loss = F.mse_loss(pred, target) / model.loss_scale
             grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph,
                                         allow_unused=True)
             new = {}
@@ -111,6 +111,23 @@ def adapt(model: Predictor, params: dict, inner_lrs: dict, teacher: TeacherRecor
 
 
 _adapt = adapt   # predict() has a keyword argument named ``adapt``
+
+
+def _adapted_query_loss(model: Predictor, params: dict, inner_lrs: dict, tmap, tenc, tacc, fmaps, enc, acc, feats,
+                        steps: int, second_order: bool) -> torch.Tensor:
+    """One task's outer loss in pure-function form (the maths of :func:`adapt` + the query MSE), so a
+    meta-batch of equally shaped tasks can run under ``torch.func.vmap``."""
+    ls = model.loss_scale
+
+    def support_loss(p):
+        pred = functional_call(model, p, (tmap.unsqueeze(0), tmap, tenc.unsqueeze(0), feats))
+        return ((pred - tacc) ** 2).mean() / ls
+
+    for _ in range(max(1, int(steps))):
+        g = func_grad(support_loss)(params)
+        params = {k: params[k] - inner_lrs[k] * (g[k] if second_order else g[k].detach()) for k in params}
+    pred = functional_call(model, params, (fmaps, tmap, enc, feats))
+    return ((pred - acc) ** 2).mean() / ls
 
 
 def _check_compatible(model: Predictor, records: TaskRecords, source: str = "predictor") -> None:
@@ -195,6 +212,7 @@ def load_predictor(path: str | Path, device="cpu"):
         known = {f.name for f in dataclasses.fields(PredictorConfig)}
         pcfg = PredictorConfig(**{k: v for k, v in spec["predictor"].items() if k in known})
         model = Predictor(pcfg, int(spec["enc_dim"]), int(spec["func_channels"]))
+        model.set_output_norm(*[float(x) for x in spec.get("output_norm", [0.0, 1.0])])
         model.load_state_dict(ck["model"], strict=True)
     except (KeyError, TypeError, RuntimeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -270,7 +288,19 @@ class MetaTrainer:
                 raise DataError(f"task {rec.task} has no dataset features but predictor.inputs has D; rebuild the "
                                 f"database with dataset features or drop D")
         self.tasks = [self._to_device(r) for r in train]
+        nq = {min(m.n_query, t.n) for t in self.tasks}
+        fshape = {None if t.feats is None else tuple(t.feats.shape) for t in self.tasks}
+        self.batched = bool(m.vmap_tasks and m.adapt and len(nq) == 1 and len(fshape) == 1)
+        if self.batched:
+            d = self.device
+            self._tmaps = torch.stack([t.tmap for t in self.tasks])
+            self._tencs = torch.stack([t.teacher.arch_enc.float() for t in self.tasks]).to(d)
+            self._taccs = torch.tensor([float(t.teacher.acc) for t in self.tasks], device=d)
+            self._feats = None if self.tasks[0].feats is None else torch.stack([t.feats for t in self.tasks])
         self.model = build_predictor(cfg, first).to(self.device)
+        if cfg.predictor.target_norm == "meta_train":
+            accs = torch.cat([t.acc.cpu() for t in self.tasks]).double()
+            self.model.set_output_norm(float(accs.mean()), max(float(accs.std()), 1e-3))
         self.inner_lrs = init_inner_lrs(self.model, m.inner_lr_init) if m.adapt else {}
         self.optimizer = torch.optim.Adam(list(self.model.parameters()) + list(self.inner_lrs.values()),
                                           lr=m.outer_lr)
@@ -296,14 +326,29 @@ class MetaTrainer:
         m = self.cfg.meta
         self.model.train()
         params = dict(self.model.named_parameters())
+        idxs = [torch.randperm(t.n, generator=self.generator)[: m.n_query].to(self.device) for t in self.tasks]
+        if self.batched:
+            fm = torch.stack([t.fmaps[i] for t, i in zip(self.tasks, idxs)])
+            enc = torch.stack([t.arch_enc[i] for t, i in zip(self.tasks, idxs)])
+            acc = torch.stack([t.acc[i] for t, i in zip(self.tasks, idxs)])
+            fdim = None if self._feats is None else 0
+
+            def one(tm, te, ta, f, e, a, ft):
+                return _adapted_query_loss(self.model, params, self.inner_lrs, tm, te, ta, f, e, a, ft,
+                                           m.inner_steps, m.second_order)
+
+            losses = vmap(one, in_dims=(0, 0, 0, 0, 0, 0, fdim))(self._tmaps, self._tencs, self._taccs, fm, enc,
+                                                                 acc, self._feats)
+            return self._step(losses.mean())
         total = 0.0
-        for t in self.tasks:
-            idx = torch.randperm(t.n, generator=self.generator)[: m.n_query].to(self.device)
+        for t, idx in zip(self.tasks, idxs):
             p = adapt(self.model, params, self.inner_lrs, t.teacher, t.feats, create_graph=m.second_order,
                       steps=m.inner_steps) if m.adapt else params
             pred = functional_call(self.model, p, (t.fmaps[idx], t.tmap, t.arch_enc[idx], t.feats))
-            total = total + F.mse_loss(pred, t.acc[idx])
-        loss = total / len(self.tasks)
+            total = total + F.mse_loss(pred, t.acc[idx]) / self.model.loss_scale
+        return self._step(total / len(self.tasks))
+
+    def _step(self, loss: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -410,3 +455,53 @@ class MetaTrainer:
         if not self.best_path.is_file():   # a finished run whose best.pt went missing: keep the last model
             self._save_best(self.best["valid_spearman"] if self.best["valid_spearman"] is not None else math.nan)
         return self.summary()
+
+
+# --------------------------------------------------------------------------------------------- #
+# helpers for the commands (meta-train, meta-test, search)
+# --------------------------------------------------------------------------------------------- #
+
+def load_tasks(cfg, mode: str, required: bool = True) -> list[TaskRecords]:
+    """Every task of ``cfg.tasks.<mode>`` from the database at ``cfg.db.out``.
+
+    A missing file is an error when ``required``; otherwise the task is skipped with a note (the
+    meta-test tasks are only logged during meta-training).
+    """
+    from .records import load_records, task_file
+    from .space import SearchSpace
+
+    space = SearchSpace.from_config(cfg)
+    out = []
+    for task in getattr(cfg.tasks, mode):
+        if not required and not task_file(cfg.db.out, mode, task).is_file():
+            print(f"note: {mode} task {task} is not in the database {cfg.db.out}; skipped", file=sys.stderr)
+            continue
+        if not task_file(cfg.db.out, mode, task).is_file():
+            raise DataError(f"database file {task_file(cfg.db.out, mode, task)} does not exist; build the database "
+                            f"first (main.py build-db) or fix config key 'db.out'")
+        out.append(load_records(cfg.db.out, mode, task, space, 0, cfg.run.allow_legacy_pickle))
+    return out
+
+
+def train_or_reuse(cfg, train, valid, test, device, progress: bool = True) -> Path:
+    """Meta-train into ``cfg.meta.out`` unless a finished run with the same settings is there.
+
+    An unfinished run with the same settings is resumed; one with other settings is replaced.
+    Returns the path of ``best.pt``.
+    """
+    out = Path(cfg.meta.out)
+    last, best = out / "last.pt", out / "best.pt"
+    resume = False
+    if last.is_file():
+        try:
+            ck = safe_torch_load(last, what="meta-train checkpoint")
+            same = isinstance(ck, dict) and ck.get("fingerprint") == _fingerprint(cfg)
+        except CheckpointError:
+            same, ck = False, None
+        if same and int(ck["episode"]) >= cfg.meta.episodes and best.is_file():
+            return best
+        resume = same
+        if not same:
+            print(f"note: {out} holds a run with other settings; training it again", file=sys.stderr)
+    MetaTrainer(cfg, train, valid, test, out, device, progress).run(resume=resume)
+    return best

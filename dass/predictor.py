@@ -12,6 +12,14 @@
   features of the task, repeated for every student (MetaD2A/HELP's dataset input).
 * head: concat -> linear(head_hidden) -> tanh -> linear(1) = predicted accuracy in percent.
 
+Output units. The authors' head regresses accuracy in percent directly (``predictor.target_norm=none``,
+the paper default). With raw targets of 40-90 and a tanh hidden layer, short runs push the hidden
+units into saturation before the ranking is learned; ``target_norm=meta_train`` makes the head
+regress ``(acc - shift) / scale`` with shift/scale the mean/std of the meta-train accuracies (set by
+the trainer through :meth:`Predictor.set_output_norm`, stored in the checkpoint), and
+``forward`` still returns percent. The training losses are then measured in the same units
+(:attr:`Predictor.loss_scale`), which keeps the paper's inner learning rate meaningful.
+
 The enabled inputs come from ``predictor.inputs`` (paper default S+T+A); a disabled input builds no
 module, so it owns no parameter (and no inner learning rate). Parameters are plain ``nn.Module``
 parameters: meta-learning evaluates the model at adapted parameters with
@@ -84,6 +92,19 @@ class Predictor(nn.Module):
                                                   c.dataset_num_inducing, c.dataset_block, c.attention_scale)
             width += c.dataset_dim
         self.head = nn.Sequential(nn.Linear(width, c.head_hidden), nn.Tanh(), nn.Linear(c.head_hidden, 1))
+        self.set_output_norm(0.0, 1.0)
+
+    def set_output_norm(self, shift: float, scale: float) -> None:
+        """Predicted percent = ``shift + scale * head(...)`` (see module docstring)."""
+        if not scale > 0:
+            raise DataError(f"output scale must be positive, got {scale}")
+        self.out_shift, self.out_scale = float(shift), float(scale)
+        self.spec["output_norm"] = [self.out_shift, self.out_scale]
+
+    @property
+    def loss_scale(self) -> float:
+        """Divide a squared error in percent by this to measure it in the head's units."""
+        return self.out_scale ** 2
 
     # ------------------------------------------------------------------------------------------
     def _check_maps(self, x: torch.Tensor, what: str) -> None:
@@ -128,4 +149,4 @@ class Predictor(nn.Module):
                 raise DataError("predictor input D needs the task's dataset features (records.dataset_features); "
                                 "rebuild the database with dataset features or drop D from predictor.inputs")
             parts.append(self.dataset_encoder(dataset_feats).reshape(1, -1).expand(n, -1))
-        return self.head(torch.cat(parts, dim=1)).squeeze(-1)
+        return self.out_shift + self.out_scale * self.head(torch.cat(parts, dim=1)).squeeze(-1)

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import io
 import json
-import time
+import sys
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from .data import COMPLETE_MARKER
+from .errors import ConfigError
 from .io import atomic_write_bytes, atomic_write_text
 
 GENERATOR_VERSION = 1
@@ -94,7 +95,7 @@ def make_recipe(seed: int, index: int) -> dict:
         "cue_weights": {c: float(w) for c, w in zip(CUES, cue)},
         "separation": float(r.uniform(0.5, 1.0)),
         "variability": float(r.uniform(0.1, 0.35)),
-        "jitter": float(r.uniform(0.0, 0.25)),
+        "jitter": float(r.uniform(0.1, 0.5)),
         "pixel_noise": float(r.uniform(0.01, 0.08)),
         "clutter": float(r.uniform(0.0, 0.3)),
         "colour_cast": float(r.uniform(0.0, 0.15)),
@@ -116,14 +117,12 @@ def _prototypes(recipe: dict, r: np.random.Generator) -> dict:
         return scale * r.standard_normal((k,) + shape)
 
     base = {
-        "cx": r.uniform(-0.35, 0.35, (1, p)), "cy": r.uniform(-0.35, 0.35, (1, p)),
         "logsize": np.log(r.uniform(0.3, 0.5, (1, p))), "logaspect": r.uniform(-0.3, 0.3, (1, p)),
         "theta": r.uniform(0, np.pi, (1, p)), "logfreq": np.log(r.uniform(1.0, 2.5, (1, p))),
         "colour": r.uniform(0.25, 0.75, (1, p, 3)),
         "tex_theta": r.uniform(0, np.pi, (1,)), "tex_logfreq": np.log(np.full((1,), recipe["base_frequency"])),
     }
     return {
-        "cx": base["cx"] + offsets((p,), 0.22 * geo), "cy": base["cy"] + offsets((p,), 0.22 * geo),
         "logsize": base["logsize"] + offsets((p,), 0.25 * geo),
         "logaspect": base["logaspect"] + offsets((p,), 0.45 * geo),
         "theta": base["theta"] + offsets((p,), 0.6 * geo),
@@ -136,7 +135,7 @@ def _prototypes(recipe: dict, r: np.random.Generator) -> dict:
 
 # Within-class spread of each parameter, per unit of the recipe's ``variability`` (same units as the
 # class offsets in _prototypes, so variability / separation sets how much classes overlap).
-_SPREAD = {"cx": 0.22, "cy": 0.22, "logsize": 0.25, "logaspect": 0.45, "theta": 0.6, "logfreq": 0.35,
+_SPREAD = {"logsize": 0.25, "logaspect": 0.45, "theta": 0.6, "logfreq": 0.35,
            "colour": 0.22, "tex_theta": 0.6, "tex_logfreq": 0.35}
 
 
@@ -151,9 +150,7 @@ def render(recipe: dict, protos: dict, labels: np.ndarray, size: int, r: np.rand
 
     t = (np.arange(size, dtype=np.float64) + 0.5) / size * 2 - 1          # pixel centres in [-1, 1]
     yy, xx = np.meshgrid(t, t, indexing="ij")                              # size x size
-    shift = recipe["jitter"] * r.uniform(-1, 1, (n, 2))
-    gx = xx[None] - shift[:, 0, None, None]                                # n x s x s
-    gy = yy[None] - shift[:, 1, None, None]
+    gx, gy = xx[None], yy[None]                                            # 1 x s x s
 
     # background: grey level + the texture cue (a grating) + low-frequency clutter
     grey = r.uniform(0.35, 0.65, (n, 1, 1, 1))
@@ -168,9 +165,12 @@ def render(recipe: dict, protos: dict, labels: np.ndarray, size: int, r: np.rand
 
     # the blobs, composited in order over the background
     part_phase = r.uniform(0, 2 * np.pi, (n, p))
+    # where a motif sits carries no class information (a CNN with global pooling is built for
+    # that); how far it may wander is the recipe's jitter
+    pos = r.uniform(-1, 1, (n, p, 2)) * (0.15 + recipe["jitter"])
     for j in range(p):
-        dx = gx - par["cx"][:, j, None, None]
-        dy = gy - par["cy"][:, j, None, None]
+        dx = gx - pos[:, j, 0, None, None]
+        dy = gy - pos[:, j, 1, None, None]
         th = par["theta"][:, j, None, None]
         u = dx * np.cos(th) + dy * np.sin(th)
         v = -dx * np.sin(th) + dy * np.cos(th)
@@ -264,13 +264,23 @@ def generated_task_names(cfg) -> list[str]:
     return [f"synth-{k}" for k in range(cfg.data.synthetic_num_tasks)] + ["digits"]
 
 
+def check_config(cfg) -> None:
+    d = cfg.data
+    if d.synthetic_num_tasks < 0:
+        raise ConfigError("config key 'data.synthetic_num_tasks' must be >= 0")
+    if d.synthetic_train_per_class < 1 or d.synthetic_test_per_class < 1:
+        raise ConfigError("config keys 'data.synthetic_train_per_class/synthetic_test_per_class' must be positive")
+    if not 0.0 < d.digits_test_fraction < 1.0:
+        raise ConfigError("config key 'data.digits_test_fraction' must lie strictly between 0 and 1")
+
+
 def generate_tasks(cfg, out_root: Optional[str | Path] = None, progress: bool = True,
                    force: bool = False) -> list[str]:
     """Write ``synth-0 .. synth-{N-1}`` and ``digits`` under ``out_root`` (default ``cfg.data.root``)
     at ``cfg.space.image_size``; tasks already complete with the same recipe are skipped."""
     from tqdm import tqdm
-    import sys
 
+    check_config(cfg)
     root = Path(out_root if out_root is not None else cfg.data.root)
     d = cfg.data
     size = cfg.space.image_size
@@ -308,9 +318,3 @@ def describe_tasks(cfg, root: Optional[str | Path] = None) -> list[dict]:
             row.update(cue=main_cue, separation=round(rec["separation"], 2), variability=round(rec["variability"], 2))
         rows.append(row)
     return rows
-
-
-def timed_generate(cfg, **kw) -> tuple[list[str], float]:
-    t0 = time.perf_counter()
-    names = generate_tasks(cfg, **kw)
-    return names, time.perf_counter() - t0

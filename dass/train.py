@@ -249,17 +249,6 @@ def iterate(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 # evaluation
 # --------------------------------------------------------------------------------------------- #
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP / torch.compile wrappers (whose state dict has clean keys)."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
-
-
 @torch.no_grad()
 def _evaluate(model: nn.Module, loader, device: torch.device, dtype: Optional[torch.dtype] = None,
               loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = None
@@ -605,6 +594,9 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         if bar is not None:
             bar.set_postfix(loss=f"{rec['train_loss']:.3f}", **({"acc": f"{rec['test_acc']:.2f}"}
                                                                   if "test_acc" in rec else {}))
+        elif progress and rank == 0 and evaluated:  # not a terminal (nohup, CI): one line per evaluation
+            print(f"[{recipe.kind} {task.name}] epoch {epoch}/{recipe.epochs} train loss {rec['train_loss']:.4f} "
+                  f"test acc {rec['test_acc']:.2f} (best {state['best_acc']:.2f})", file=sys.stderr, flush=True)
         if run.write and (evaluated or epoch % cfg.train.checkpoint_every == 0 or epoch == recipe.epochs):
             # Checkpoint first, then model_best: a kill between the two is repaired on resume.
             ck = {"format": FORMAT, **ident, "epoch": epoch, "state": dict(state),

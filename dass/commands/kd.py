@@ -156,7 +156,8 @@ def run(cfg, args) -> int:
         method = args.method or cfg.search.method
         arch, index = arch_from_search(cfg, name, method)
         archs = [arch]
-        print(f"# {name}: searched student #{index} by {method}: {arch}")
+        if dist_env()[0] == 0:
+            print(f"# {name}: searched student #{index} by {method}: {arch}")
     else:
         archs, method = read_archs(args.archs, cfg.run.allow_legacy_pickle), args.method or "selected"
     for a in archs:

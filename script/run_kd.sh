@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# KD of the searched student on an unseen dataset with seeds 1, 2, 3 (SPEC 8), like the authors'
+# script/run_kd.sh: reads the search step's pick (search.out/obtained_net_index.yaml, method dass),
+# distils it from the dataset's teacher, prints best accuracy mean +- std; rows go to run.out_dir/result.csv.
+# Usage: bash script/run_kd.sh GPU DATASET [key=value overrides...]
+#   GPU      CUDA device(s) for CUDA_VISIBLE_DEVICES, or "cpu";  DATASET  cub | dtd | quickdraw | stanford_cars | ...
+# Environment: DASS_CONFIG (default configs/paper.yaml), DASS_METHOD (default dass), DASS_SEEDS
+# (default 1,2,3), DASS_NPROC=N for N DDP processes through torchrun.
+set -euo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: bash script/run_kd.sh GPU DATASET [key=value ...]" >&2
+  exit 2
+fi
+GPU=$1; DATASET=$2; shift 2
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+source script/setup_env.sh "$ROOT/requirements.txt"
+CONFIG="${DASS_CONFIG:-configs/paper.yaml}"
+DEV=()
+if [ "$GPU" = "cpu" ]; then DEV=(run.device=cpu); else export CUDA_VISIBLE_DEVICES="$GPU"; fi
+ARGS=(kd --config "$CONFIG" --task "$DATASET" --from-search --method "${DASS_METHOD:-dass}"
+      --seeds "${DASS_SEEDS:-1,2,3}" kd.remap=copy_paste_first "${DEV[@]}" "$@")
+if [ "${DASS_NPROC:-1}" -gt 1 ]; then
+  exec "$PY" -m torch.distributed.run --standalone --nproc_per_node="$DASS_NPROC" main.py "${ARGS[@]}"
+fi
+exec "$PY" main.py "${ARGS[@]}"

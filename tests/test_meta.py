@@ -1,0 +1,304 @@
+"""Meta-learning with teacher-guided adaptation (SPEC 6): meta-gradients, training, resume, CLI."""
+import json
+import math
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from dass.config import PredictorConfig, load_config
+from dass.errors import CheckpointError, DataError
+from dass.io import read_jsonl
+from dass.meta import (MetaTrainer, adapt, evaluate_task, init_inner_lrs, load_predictor, load_tasks, predict,
+                       train_or_reuse)
+from dass.predictor import Predictor
+from dass.records import TeacherRecord, load_records
+from dass.testing import fixture_db_for_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Mean meta-test Spearman of the seeded short meta-training below (generated once, then frozen).
+GOLDEN_SPEARMAN = None
+
+
+def small_cfg(tmp_path, *extra):
+    return load_config(ROOT / "configs" / "demo.yaml", [
+        "tasks.meta_train=[t0,t1,t2,t3]", "tasks.meta_valid=[v0]", "tasks.meta_test=[x0,x1]",
+        "db.num_students=16", f"db.out={tmp_path / 'db'}", f"meta.out={tmp_path / 'meta'}",
+        "predictor.func_hidden=16", "predictor.func_dim=16", "predictor.arch_dim=8", "predictor.head_hidden=8",
+        "predictor.target_norm=meta_train", "predictor.dataset_feature_dim=16", "predictor.dataset_dim=8",
+        "predictor.dataset_heads=2",
+        "meta.episodes=40", "meta.eval_every=20", "meta.n_query=8", "meta.outer_lr=0.005", "run.device=cpu", *extra])
+
+
+@pytest.fixture
+def db(tmp_path):
+    cfg = small_cfg(tmp_path)
+    fixture_db_for_config(cfg)          # written in the on-disk format, read back below
+    return cfg
+
+
+def _splits(cfg):
+    return load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"), load_tasks(cfg, "meta_test")
+
+
+# --------------------------------------------------------------------------------------------- #
+# meta-gradients
+# --------------------------------------------------------------------------------------------- #
+
+def _tiny_problem():
+    torch.manual_seed(0)
+    cfg = PredictorConfig(inputs=["S", "T", "A"], func_hidden=6, func_dim=4, arch_dim=3, head_hidden=4)
+    model = Predictor(cfg, 5, 3).double()
+    g = torch.Generator().manual_seed(1)
+    teacher = TeacherRecord(arch=None, arch_enc=torch.rand(5, generator=g, dtype=torch.float64),
+                            fmap=torch.rand(3, 2, 2, generator=g, dtype=torch.float64) + 0.2, acc=1.5)
+    q = (torch.rand(6, 3, 2, 2, generator=g, dtype=torch.float64), torch.rand(6, 5, generator=g, dtype=torch.float64),
+         torch.rand(6, generator=g, dtype=torch.float64))
+    lrs = {k: torch.full_like(v, 0.3).requires_grad_(True) for k, v in model.named_parameters()}
+    return model, teacher, q, lrs
+
+
+def _meta_loss(model, params, lrs, teacher, q, second_order):
+    p = adapt(model, params, lrs, teacher, None, create_graph=second_order)
+    pred = functional_call(model, p, (q[0], teacher.fmap, q[1], None))
+    return ((pred - q[2]) ** 2).mean()
+
+
+def test_second_order_meta_gradient_matches_finite_differences_and_first_order_differs():
+    model, teacher, q, lrs = _tiny_problem()
+    params = dict(model.named_parameters())
+    names = list(params)
+    so = torch.autograd.grad(_meta_loss(model, params, lrs, teacher, q, True), [params[k] for k in names])
+    fo = torch.autograd.grad(_meta_loss(model, params, lrs, teacher, q, False), [params[k] for k in names])
+    eps = 1e-6
+    g = torch.Generator().manual_seed(3)
+    worst_so, worst_fo = 0.0, 0.0
+    for k, gs, gf in zip(names, so, fo):
+        flat = params[k].detach().reshape(-1)
+        for j in torch.randperm(flat.numel(), generator=g)[:4].tolist():
+            vals = []
+            for sgn in (1.0, -1.0):
+                p2 = {n: v.detach().clone() for n, v in params.items()}
+                p2[k].view(-1)[j] += sgn * eps
+                p2 = {n: v.requires_grad_(True) for n, v in p2.items()}
+                vals.append(float(_meta_loss(model, p2, lrs, teacher, q, True).detach()))
+            fd = (vals[0] - vals[1]) / (2 * eps)
+            scale = max(1e-3, abs(fd))
+            worst_so = max(worst_so, abs(float(gs.reshape(-1)[j]) - fd) / scale)
+            worst_fo = max(worst_fo, abs(float(gf.reshape(-1)[j]) - fd) / scale)
+    assert worst_so < 1e-5          # exact meta-gradient
+    assert worst_fo > 1e-2          # the first-order approximation is not
+    diff = max(float((a - b).abs().max()) for a, b in zip(so, fo))
+    assert diff > 1e-3
+
+
+@pytest.mark.parametrize("second_order", [True, False])
+def test_inner_learning_rates_receive_gradients(second_order):
+    model, teacher, q, lrs = _tiny_problem()
+    params = dict(model.named_parameters())
+    grads = torch.autograd.grad(_meta_loss(model, params, lrs, teacher, q, second_order), list(lrs.values()))
+    assert all(torch.isfinite(x).all() for x in grads)
+    assert sum(int((x != 0).any()) for x in grads) >= len(grads) - 2   # (a dead ReLU may zero a few)
+    # and one inner step moves the parameters by exactly -lr * grad of the teacher MSE
+    p = adapt(model, params, lrs, teacher, None, create_graph=False)
+    pred = functional_call(model, params, (teacher.fmap[None], teacher.fmap, teacher.arch_enc[None], None))
+    g = torch.autograd.grad(((pred - teacher.acc) ** 2).mean(), list(params.values()))
+    for (k, v), gk in zip(params.items(), g):
+        assert torch.allclose(p[k], v - lrs[k] * gk)
+
+
+def test_init_inner_lrs_one_per_parameter_entry():
+    model, *_ = _tiny_problem()
+    lrs = init_inner_lrs(model, 0.005)
+    assert set(lrs) == {k for k, _ in model.named_parameters()}
+    assert all(v.shape == p.shape and v.requires_grad and torch.all(v == 0.005)
+               for (k, p), v in zip(model.named_parameters(), lrs.values()))
+
+
+def test_vmapped_meta_batch_equals_the_per_task_loop(db, tmp_path):
+    tr, va, te = _splits(db)
+    a = MetaTrainer(db, tr, va, te, tmp_path / "a", "cpu", progress=False)
+    b = MetaTrainer(db, tr, va, te, tmp_path / "b", "cpu",
+                    progress=False)
+    b.batched = False
+    assert a.batched
+    for _ in range(3):
+        la, lb = a._train_episode(), b._train_episode()
+        assert la == pytest.approx(lb, rel=1e-5)
+    for (k, x), (_, y) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        assert torch.allclose(x, y, atol=1e-5), k
+
+
+# --------------------------------------------------------------------------------------------- #
+# meta-training
+# --------------------------------------------------------------------------------------------- #
+
+def test_seeded_meta_training_gives_the_golden_meta_test_spearman(db):
+    tr, va, te = _splits(db)
+    s = MetaTrainer(db, tr, va, te, db.meta.out, "cpu", progress=False).run()
+    model, lrs, info = load_predictor(s["checkpoint"])
+    assert info["adapt"] and info["second_order"] and info["episode"] == s["best_episode"]
+    rhos = [evaluate_task(predict(model, lrs, rec, cfg=db), rec)["spearman"] for rec in te]
+    mean = sum(rhos) / len(rhos)
+    print("meta-test Spearman", rhos, mean)
+    if GOLDEN_SPEARMAN is None:
+        pytest.fail(f"freeze GOLDEN_SPEARMAN = {mean:.3f}")
+    assert round(mean, 3) == GOLDEN_SPEARMAN
+    # the records went through the on-disk format and the metrics log has one record per evaluation
+    recs = read_jsonl(Path(db.meta.out) / "metrics.jsonl")
+    assert [r["episode"] for r in recs] == [0, 20, 40]
+    assert set(recs[-1]["test"]) == {"x0", "x1"} and set(recs[-1]["valid"]) == {"v0"}
+    assert (Path(db.meta.out) / "config.yaml").is_file()
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(db, tmp_path, monkeypatch):
+    tr, va, te = _splits(db)
+    cfg = small_cfg(tmp_path, "meta.episodes=30", "meta.eval_every=10")
+    full = MetaTrainer(cfg, tr, va, te, tmp_path / "full", "cpu", progress=False)
+    full.run()
+
+    calls = {"n": 0}
+    orig = MetaTrainer._train_episode
+
+    def dying(self):
+        calls["n"] += 1
+        if calls["n"] == 16:           # killed mid-interval: 15 episodes done, checkpoint at 10
+            raise KeyboardInterrupt
+        return orig(self)
+
+    monkeypatch.setattr(MetaTrainer, "_train_episode", dying)
+    with pytest.raises(KeyboardInterrupt):
+        MetaTrainer(cfg, tr, va, te, tmp_path / "killed", "cpu", progress=False).run()
+    monkeypatch.setattr(MetaTrainer, "_train_episode", orig)
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["episode"] == 10
+    resumed = MetaTrainer(cfg, tr, va, te, tmp_path / "killed", "cpu", progress=False)
+    resumed.run(resume=True)
+
+    for (k, x), (_, y) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(x, y), k
+    for k in full.inner_lrs:
+        assert torch.equal(full.inner_lrs[k], resumed.inner_lrs[k])
+
+    def strip(path):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(path)]
+
+    assert strip(tmp_path / "full" / "metrics.jsonl") == strip(tmp_path / "killed" / "metrics.jsonl")
+    # a finished run is reused as it is; one with other settings refuses to resume
+    assert train_or_reuse(cfg, tr, va, te, "cpu", progress=False) is not None
+    other = small_cfg(tmp_path, "meta.episodes=30", "meta.eval_every=10", "meta.outer_lr=0.01")
+    with pytest.raises(CheckpointError) as e:
+        MetaTrainer(other, tr, va, te, tmp_path / "full", "cpu", progress=False).run(resume=True)
+    assert "\n" not in str(e.value)
+
+
+def test_no_adaptation_and_first_order_variants_train(db, tmp_path):
+    tr, va, te = _splits(db)
+    for extra in (["meta.adapt=false"], ["meta.second_order=false"], ["predictor.inputs=[D,A]", "meta.adapt=false"],
+                  ["predictor.inputs=[S,T,A,D]"]):
+        cfg = small_cfg(tmp_path, "meta.episodes=4", "meta.eval_every=2", *extra)
+        t = MetaTrainer(cfg, tr, va, te, tmp_path / "_".join(extra), "cpu", progress=False)
+        s = t.run()
+        model, lrs, info = load_predictor(s["checkpoint"])
+        assert bool(lrs) == cfg.meta.adapt and info["adapt"] == cfg.meta.adapt
+        assert info["second_order"] == cfg.meta.second_order
+        assert predict(model, lrs, te[0], cfg=cfg).shape == (len(te[0]),)
+
+
+def test_predict_adapts_on_the_teacher_and_accepts_unlabelled_candidates(db, tmp_path):
+    tr, va, te = _splits(db)
+    t = MetaTrainer(db, tr, va, te, tmp_path / "p", "cpu", progress=False)
+    rec = te[0]
+    adapted, plain = predict(t.model, t.inner_lrs, rec), predict(t.model, t.inner_lrs, rec, adapt=False)
+    assert adapted.shape == plain.shape == (len(rec),) and not torch.allclose(adapted, plain)
+    # moving the teacher's accuracy moves the adapted predictions towards it
+    import dataclasses
+    hi = dataclasses.replace(rec, teacher=dataclasses.replace(rec.teacher, acc=rec.teacher.acc + 30))
+    assert predict(t.model, t.inner_lrs, hi).mean() > adapted.mean()
+    cand = dataclasses.replace(rec, best_acc=torch.full((len(rec),), math.nan))
+    assert torch.equal(predict(t.model, t.inner_lrs, cand), adapted)
+    assert t.model.training   # predict restores the mode
+
+
+def test_evaluate_task_hand_computed(db):
+    rec = load_records(db.db.out, "meta_test", "x0")
+    rec = rec.subset(list(range(6)))
+    rec.best_acc = torch.tensor([50.0, 60.0, 55.0, 70.0, 65.0, float("nan")])
+    r = evaluate_task(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), rec)
+    # ranks of true acc (first 5): 1, 3, 2, 5, 4 vs 1..5 -> rho = 1 - 6*4/(5*24) = 0.8
+    assert r["spearman"] == pytest.approx(0.8) and r["n"] == 5
+    assert r["top1_acc"] == 65.0 and r["top5_acc"] == 70.0 and r["best_acc"] == 70.0
+    assert r["kendall"] == pytest.approx(0.6)
+
+
+# --------------------------------------------------------------------------------------------- #
+# bad inputs
+# --------------------------------------------------------------------------------------------- #
+
+def test_bad_inputs_give_one_line_errors(db, tmp_path):
+    missing = small_cfg(tmp_path, f"db.out={tmp_path / 'nowhere'}")
+    with pytest.raises(DataError) as e:
+        load_tasks(missing, "meta_train")
+    assert "nowhere" in str(e.value) and "\n" not in str(e.value)
+
+    tr, va, te = _splits(db)
+    s = MetaTrainer(small_cfg(tmp_path, "meta.episodes=2", "meta.eval_every=2"), tr, va, te, tmp_path / "m", "cpu",
+                    progress=False).run()
+    model, lrs, _ = load_predictor(s["checkpoint"])
+    other = te[0].subset([0, 1, 2])
+    other.arch_enc = torch.zeros(3, te[0].arch_enc.shape[1] + 4)
+    with pytest.raises(CheckpointError) as e:
+        predict(model, lrs, other)
+    assert "encodings of length" in str(e.value) and "\n" not in str(e.value)
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_predictor(bad)
+    torch.save({"model": {}, "spec": {"enc_dim": 3}}, tmp_path / "nospec.pt")
+    with pytest.raises(CheckpointError):
+        load_predictor(tmp_path / "nospec.pt")
+
+
+# --------------------------------------------------------------------------------------------- #
+# command line
+# --------------------------------------------------------------------------------------------- #
+
+def _main(*args):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True, cwd=ROOT,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
+
+
+def test_cli_meta_train_then_meta_test_writes_csv_and_svgs(db, tmp_path):
+    ov = [f"db.out={db.db.out}", f"meta.out={db.meta.out}", "tasks.meta_train=[t0,t1,t2,t3]",
+          "tasks.meta_valid=[v0]", "tasks.meta_test=[x0,x1]", "predictor.func_hidden=8", "predictor.func_dim=8",
+          "predictor.arch_dim=8", "predictor.head_hidden=8", "predictor.target_norm=meta_train",
+          "predictor.dataset_feature_dim=16", "predictor.dataset_dim=8", "predictor.dataset_heads=2",
+          "meta.episodes=6", "meta.eval_every=3", "meta.n_query=8", "run.device=cpu"]
+    r = _main("meta-test", "--config", "configs/demo.yaml", *ov)
+    assert r.returncode == 2 and "meta-train first" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _main("meta-train", "--config", "configs/demo.yaml", "--no-progress", *ov)
+    assert r.returncode == 0, r.stderr
+    r = _main("meta-train", "--config", "configs/demo.yaml", *ov)
+    assert r.returncode == 2 and "--resume" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _main("meta-test", "--config", "configs/demo.yaml", "--no-progress",
+              "--baselines", "random,macs,params,diswot,dass-no-adapt", *ov)
+    assert r.returncode == 0, r.stderr
+    out = Path(db.meta.out) / "meta_test"
+    import csv
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    methods = ["dass", "random", "macs", "params", "diswot", "dass-no-adapt"]
+    assert [(x["task"], x["method"]) for x in rows] == [(t, m) for t in ("x0", "x1", "mean") for m in methods]
+    assert set(rows[0]) >= {"task", "method", "spearman", "pearson", "kendall", "top1", "top5", "best"}
+    for t in ("x0", "x1"):
+        for m in methods:
+            svg = ET.parse(out / f"{t}_{m}.svg").getroot()
+            assert sum(1 for e in svg.iter() if e.tag.endswith("circle")) == 16
+    assert (Path(db.meta.out) / "baselines" / "dass-no-adapt" / "best.pt").is_file()
+    assert "dass-no-adapt" in r.stdout and "random" in r.stdout
+    r = _main("meta-test", "--config", "configs/demo.yaml", "--baselines", "nonsense", *ov)
+    assert r.returncode == 2 and "nonsense" in r.stderr
