@@ -109,10 +109,9 @@ def diswot_score(student_maps: torch.Tensor, teacher_map: torch.Tensor) -> torch
 
 def score(method: str, records: TaskRecords, **kw) -> torch.Tensor:
     """Scores of every student of ``records`` under ``method`` (higher = predicted more accurate)."""
-    n = len(records)
     if method == "random":
         g = torch.Generator().manual_seed(int(kw.get("seed", 0)))
-        return torch.rand(n, generator=g)
+        return torch.rand(len(records), generator=g)
     if method == "macs":
         return records.macs.double().clone()
     if method == "params":

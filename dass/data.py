@@ -76,7 +76,11 @@ def load_npy(path: Path, hint: str = "", mmap: bool = True) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"dataset file {path} does not exist; {hint or 'check data.root'}")
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        if not isinstance(arr, np.ndarray):   # an .npz archive saved under a .npy name
+            arr.close()
+            raise ValueError("it is an .npz archive, not a single array")
+        return arr
     except ValueError as e:
         # np.memmap cannot map a zero-length array; such a file is read normally (and then
         # rejected as empty by validate_images/validate_labels).

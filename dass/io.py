@@ -11,7 +11,6 @@ import io
 import json
 import os
 import tempfile
-import zipfile
 import pickle
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -73,7 +72,7 @@ def safe_torch_load(path: str | os.PathLike, allow_pickle: bool = False, what: s
                 f"{what} {p} holds Python objects that weights_only loading refuses; if you trust it (e.g. the "
                 f"authors' release) pass run.allow_legacy_pickle=true") from None
         raise CheckpointError(f"{what} {p} is corrupt ({e}); delete it and re-create or re-download it") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, ImportError) as e:
+    except Exception as e:  # a corrupt file can fail anywhere inside the unpickler (IndexError, KeyError, ...)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{what} {p} is corrupt or unreadable ({msg}); delete it and re-create or "
                               f"re-download it") from None

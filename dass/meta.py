@@ -24,6 +24,12 @@ evaluation and is truncated back to the checkpoint on resume.
 
 ``meta.adapt=false`` trains the same predictor without the inner step (plain multi-task regression:
 the MetaD2A/HELP-style baseline and the "no adaptation" ablation); no inner rates exist then.
+
+Losses are MSEs in percent squared divided by ``model.loss_scale`` (1 unless
+``predictor.target_norm=meta_train``, see :mod:`dass.predictor`). When the meta-batch's tasks have
+equal shapes (``meta.vmap_tasks``, the usual case) the per-task computation -- inner step with
+``torch.func.grad``, query loss with ``functional_call`` -- runs under one ``torch.func.vmap``; the
+maths is that of the per-task loop (:func:`adapt`), which remains the fallback.
 """
 from __future__ import annotations
 
@@ -123,7 +129,7 @@ def _adapted_query_loss(model: Predictor, params: dict, inner_lrs: dict, tmap, t
         pred = functional_call(model, p, (tmap.unsqueeze(0), tmap, tenc.unsqueeze(0), feats))
         return ((pred - tacc) ** 2).mean() / ls
 
-    for _ in range(max(1, int(steps))):
+    for _ in range(int(steps)):          # 0 steps = no adaptation (meta.adapt=false)
         g = func_grad(support_loss)(params)
         params = {k: params[k] - inner_lrs[k] * (g[k] if second_order else g[k].detach()) for k in params}
     pred = functional_call(model, params, (fmaps, tmap, enc, feats))
@@ -290,12 +296,13 @@ class MetaTrainer:
         self.tasks = [self._to_device(r) for r in train]
         nq = {min(m.n_query, t.n) for t in self.tasks}
         fshape = {None if t.feats is None else tuple(t.feats.shape) for t in self.tasks}
-        self.batched = bool(m.vmap_tasks and m.adapt and len(nq) == 1 and len(fshape) == 1)
+        teachers = all(t.teacher is not None for t in self.tasks)
+        self.batched = bool(m.vmap_tasks and len(nq) == 1 and len(fshape) == 1 and (teachers or not m.adapt))
         if self.batched:
             d = self.device
-            self._tmaps = torch.stack([t.tmap for t in self.tasks])
-            self._tencs = torch.stack([t.teacher.arch_enc.float() for t in self.tasks]).to(d)
-            self._taccs = torch.tensor([float(t.teacher.acc) for t in self.tasks], device=d)
+            self._tmaps = torch.stack([t.tmap for t in self.tasks]) if teachers else None
+            self._tencs = torch.stack([t.teacher.arch_enc.float() for t in self.tasks]).to(d) if teachers else None
+            self._taccs = torch.tensor([float(t.teacher.acc) for t in self.tasks], device=d) if teachers else None
             self._feats = None if self.tasks[0].feats is None else torch.stack([t.feats for t in self.tasks])
         self.model = build_predictor(cfg, first).to(self.device)
         if cfg.predictor.target_norm == "meta_train":
@@ -332,13 +339,15 @@ class MetaTrainer:
             enc = torch.stack([t.arch_enc[i] for t, i in zip(self.tasks, idxs)])
             acc = torch.stack([t.acc[i] for t, i in zip(self.tasks, idxs)])
             fdim = None if self._feats is None else 0
+            tdim = None if self._tmaps is None else 0
+            steps = max(1, m.inner_steps) if m.adapt else 0
 
             def one(tm, te, ta, f, e, a, ft):
                 return _adapted_query_loss(self.model, params, self.inner_lrs, tm, te, ta, f, e, a, ft,
-                                           m.inner_steps, m.second_order)
+                                           steps, m.second_order)
 
-            losses = vmap(one, in_dims=(0, 0, 0, 0, 0, 0, fdim))(self._tmaps, self._tencs, self._taccs, fm, enc,
-                                                                 acc, self._feats)
+            losses = vmap(one, in_dims=(tdim, tdim, tdim, 0, 0, 0, fdim))(self._tmaps, self._tencs, self._taccs,
+                                                                          fm, enc, acc, self._feats)
             return self._step(losses.mean())
         total = 0.0
         for t, idx in zip(self.tasks, idxs):
@@ -422,8 +431,9 @@ class MetaTrainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume and self.last_path.is_file():
             self._resume()
-        else:
-            self.metrics_path.unlink(missing_ok=True)
+        else:   # a fresh run: nothing of an earlier run in this folder may be mistaken for ours
+            for p in (self.metrics_path, self.last_path, self.best_path):
+                p.unlink(missing_ok=True)
         save_config(self.cfg, self.out_dir)
         started = time.time()
         if self.episode == 0 and not self.metrics_path.is_file():

@@ -3,28 +3,33 @@
 DaSS needs many *different* tasks (SPEC 1, 7): tasks whose teachers reach different accuracies and
 on which students of different sizes rank differently. The paper gets them from Tiny ImageNet class
 subsets; the embedded default makes them procedurally, with no download, so the whole pipeline runs
-on a laptop. Each task ``synth-k`` is drawn from its own random *recipe*; images are rendered from
-per-class *prototypes* plus per-image nuisances:
+on a laptop. Task ``synth-k`` draws its own *recipe*; a recipe draws per-class *prototypes*; an
+image is its class prototype plus per-image variation and nuisances:
 
-- a class = 1-3 coloured, striped, elongated blobs (position, size, elongation, stripe orientation
-  and frequency, colour) over a background grating (orientation, frequency) -- the prototype;
-- the recipe weights three kinds of class cue, drawn from a Dirichlet: *shape* (blob geometry and
-  stripes), *colour* (blob colours) and *texture* (the background grating). A colour task can be
-  solved by a tiny network, a texture or fine shape task needs more capacity;
-- ``separation`` scales how far class prototypes lie from a shared base (class similarity), and
-  ``variability`` how much each image strays from its prototype: their ratio sets an intrinsic
+- an image holds 1-3 *motifs* (the recipe's ``num_parts``): striped, elongated, coloured blobs over
+  a background grating. A class fixes each motif's size, elongation, stripe orientation and
+  frequency and colour, and the grating's orientation and frequency;
+- *where* a motif sits is random (``spread``) and carries no class information, as in natural
+  images; a network must recognise motifs, not memorise pixels (a ResNet with global pooling is
+  built for that, a linear classifier on pixels is not);
+- the recipe weights three kinds of class cue, drawn from a Dirichlet: *shape* (motif geometry and
+  stripes), *colour* (motif colours) and *texture* (the background grating). Colour tasks are
+  solved by small networks; texture and fine shape tasks reward capacity;
+- ``separation`` scales how far class prototypes lie from a shared base (class similarity) and
+  ``variability`` how far each image strays from its prototype: their ratio sets an intrinsic
   error, so teacher accuracy varies by task and is rarely 100%;
-- nuisances with no class information: translation jitter, random stripe phase, a per-image colour
-  cast, low-frequency clutter and pixel noise.
+- nuisances with no class information: random stripe and grating phase, grey level, a per-image
+  colour cast (``colour_cast``), low-frequency clutter (``clutter``) and pixel noise.
 
 A recipe also draws the number of classes (4-10). Generation is vectorised numpy in float64 and
 depends only on ``(data.synthetic_seed, k)`` and the sizes, so ``synth-3`` is the same whatever
-``data.synthetic_num_tasks`` is. Besides the generated family, :func:`write_digits` writes
+``data.synthetic_num_tasks`` is. Besides the generated family, :func:`make_digits` provides
 scikit-learn's bundled handwritten digits (real data nobody here made) as the task ``digits``.
 
 Every task is written in the authors' numpy layout (``{train,test}_{images,labels}.npy`` + a
-``meta.json``), each file atomically, then a ``.complete`` marker holding the generation recipe; a
-folder without a matching marker (killed half-way, or made with other sizes) is regenerated.
+``meta.json`` with the recipe), each file atomically, then a ``.complete`` marker holding the
+generation spec; a folder without a matching marker (killed half-way, or made with other sizes or
+seed) is regenerated.
 """
 from __future__ import annotations
 
@@ -95,11 +100,11 @@ def make_recipe(seed: int, index: int) -> dict:
         "cue_weights": {c: float(w) for c, w in zip(CUES, cue)},
         "separation": float(r.uniform(0.5, 1.0)),
         "variability": float(r.uniform(0.1, 0.35)),
-        "jitter": float(r.uniform(0.1, 0.5)),
+        "spread": float(r.uniform(0.1, 0.5)),
         "pixel_noise": float(r.uniform(0.01, 0.08)),
         "clutter": float(r.uniform(0.0, 0.3)),
         "colour_cast": float(r.uniform(0.0, 0.15)),
-        "base_frequency": float(r.uniform(1.0, 2.5)),
+        "texture_frequency": float(r.uniform(1.0, 2.5)),
     }
 
 
@@ -120,7 +125,7 @@ def _prototypes(recipe: dict, r: np.random.Generator) -> dict:
         "logsize": np.log(r.uniform(0.3, 0.5, (1, p))), "logaspect": r.uniform(-0.3, 0.3, (1, p)),
         "theta": r.uniform(0, np.pi, (1, p)), "logfreq": np.log(r.uniform(1.0, 2.5, (1, p))),
         "colour": r.uniform(0.25, 0.75, (1, p, 3)),
-        "tex_theta": r.uniform(0, np.pi, (1,)), "tex_logfreq": np.log(np.full((1,), recipe["base_frequency"])),
+        "tex_theta": r.uniform(0, np.pi, (1,)), "tex_logfreq": np.log(np.full((1,), recipe["texture_frequency"])),
     }
     return {
         "logsize": base["logsize"] + offsets((p,), 0.25 * geo),
@@ -163,11 +168,10 @@ def render(recipe: dict, protos: dict, labels: np.ndarray, size: int, r: np.rand
     clutter = resize_bilinear(r.standard_normal((n, 3, 4, 4)), size).transpose(0, 2, 3, 1)
     img = img + recipe["clutter"] * 0.35 * clutter
 
-    # the blobs, composited in order over the background
+    # the motifs, alpha-composited in order over the background
     part_phase = r.uniform(0, 2 * np.pi, (n, p))
-    # where a motif sits carries no class information (a CNN with global pooling is built for
-    # that); how far it may wander is the recipe's jitter
-    pos = r.uniform(-1, 1, (n, p, 2)) * (0.15 + recipe["jitter"])
+    # where a motif sits carries no class information; how far it may wander is the recipe's spread
+    pos = r.uniform(-1, 1, (n, p, 2)) * (0.15 + recipe["spread"])
     for j in range(p):
         dx = gx - pos[:, j, 0, None, None]
         dy = gy - pos[:, j, 1, None, None]
@@ -177,8 +181,8 @@ def render(recipe: dict, protos: dict, labels: np.ndarray, size: int, r: np.rand
         s = np.exp(par["logsize"][:, j, None, None])
         a = np.exp(par["logaspect"][:, j, None, None])
         alpha = np.exp(-0.5 * ((u / (s * a)) ** 2 + (v * a / s) ** 2))
-        stripes = 0.7 + 0.3 * np.cos(np.pi * np.exp(par["logfreq"][:, j, None, None]) * u / s * 0.5
-                                       + part_phase[:, j, None, None])
+        stripes = 0.7 + 0.3 * np.cos(0.5 * np.pi * np.exp(par["logfreq"][:, j, None, None]) * u / s
+                                     + part_phase[:, j, None, None])
         colour = np.clip(par["colour"][:, j], 0, 1)[:, None, None, :]
         img = img * (1 - alpha[..., None]) + (colour * stripes[..., None]) * alpha[..., None]
 

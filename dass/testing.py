@@ -4,9 +4,10 @@ Real databases come from KD-training hundreds of students; tests need something 
 milliseconds yet has the structure the predictor must learn. For task ``t`` (everything drawn from
 ``numpy.random.default_rng([seed, t])``):
 
-* a task *difficulty* ``b_t`` (teacher accuracy), the teacher map ``M_t`` (C x h x w, non-negative: a
-  pattern shared by all tasks plus a task-specific part, scaled by ``b_t``)
-  and *spread* ``s_t``; a per-task stage-importance vector ``u_t`` (Dirichlet);
+* a task *difficulty* ``b_t`` (the teacher's accuracy), a *spread* ``s_t`` and a stage-importance
+  vector ``u_t`` (Dirichlet);
+* the teacher map ``M_t`` (C x h x w, non-negative): a pattern shared by all tasks plus a
+  task-specific part, scaled by ``b_t`` (so T carries the task's level);
 * a student's capacity ``q = sum_s u_t[s] * (mean width_s / stage width_s) * (depth_s / max depth)``
   (the teacher has q = 1);
 * its functional map = ``M_t`` restricted to its last-stage channels (zero-padded, like the real

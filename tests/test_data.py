@@ -239,6 +239,13 @@ def test_truncated_npy(tmp_path, keep):
     _expect(tmp_path, f"{p} is truncated or not a valid .npy array")
 
 
+def test_npz_under_npy_name_is_refused(tmp_path):
+    f = _good(tmp_path)
+    with open(f / "test_images.npy", "wb") as fh:
+        np.savez(fh, a=images(4))
+    _expect(tmp_path, f"{f / 'test_images.npy'} is truncated or not a valid .npy array (it is an .npz archive")
+
+
 def test_pickled_object_array_is_refused(tmp_path):
     f = _good(tmp_path)
     np.save(f / "train_labels.npy", np.array([object()] * 10), allow_pickle=True)

@@ -1,8 +1,6 @@
 """Meta-learning with teacher-guided adaptation (SPEC 6): meta-gradients, training, resume, CLI."""
-import json
 import math
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from dass.testing import fixture_db_for_config
 ROOT = Path(__file__).resolve().parent.parent
 
 # Mean meta-test Spearman of the seeded short meta-training below (generated once, then frozen).
-GOLDEN_SPEARMAN = None
+GOLDEN_SPEARMAN = 0.709
 
 
 def small_cfg(tmp_path, *extra):
@@ -33,6 +31,15 @@ def small_cfg(tmp_path, *extra):
         "predictor.target_norm=meta_train", "predictor.dataset_feature_dim=16", "predictor.dataset_dim=8",
         "predictor.dataset_heads=2",
         "meta.episodes=40", "meta.eval_every=20", "meta.n_query=8", "meta.outer_lr=0.005", "run.device=cpu", *extra])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is fastest (and the 2-core test machine is shared)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -120,14 +127,15 @@ def test_init_inner_lrs_one_per_parameter_entry():
                for (k, p), v in zip(model.named_parameters(), lrs.values()))
 
 
-def test_vmapped_meta_batch_equals_the_per_task_loop(db, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["meta.second_order=false"], ["meta.adapt=false"]])
+def test_vmapped_meta_batch_equals_the_per_task_loop(db, tmp_path, extra):
     tr, va, te = _splits(db)
-    a = MetaTrainer(db, tr, va, te, tmp_path / "a", "cpu", progress=False)
-    b = MetaTrainer(db, tr, va, te, tmp_path / "b", "cpu",
-                    progress=False)
+    cfg = small_cfg(tmp_path, *extra)
+    a = MetaTrainer(cfg, tr, va, te, tmp_path / "a", "cpu", progress=False)
+    b = MetaTrainer(cfg, tr, va, te, tmp_path / "b", "cpu", progress=False)
     b.batched = False
     assert a.batched
-    for _ in range(3):
+    for _ in range(2):
         la, lb = a._train_episode(), b._train_episode()
         assert la == pytest.approx(lb, rel=1e-5)
     for (k, x), (_, y) in zip(a.model.named_parameters(), b.model.named_parameters()):
@@ -158,7 +166,7 @@ def test_seeded_meta_training_gives_the_golden_meta_test_spearman(db):
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(db, tmp_path, monkeypatch):
     tr, va, te = _splits(db)
-    cfg = small_cfg(tmp_path, "meta.episodes=30", "meta.eval_every=10")
+    cfg = small_cfg(tmp_path, "meta.episodes=12", "meta.eval_every=4")
     full = MetaTrainer(cfg, tr, va, te, tmp_path / "full", "cpu", progress=False)
     full.run()
 
@@ -167,7 +175,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(db, tmp_pa
 
     def dying(self):
         calls["n"] += 1
-        if calls["n"] == 16:           # killed mid-interval: 15 episodes done, checkpoint at 10
+        if calls["n"] == 7:            # killed mid-interval: 6 episodes done, checkpoint at 4
             raise KeyboardInterrupt
         return orig(self)
 
@@ -175,7 +183,8 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(db, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         MetaTrainer(cfg, tr, va, te, tmp_path / "killed", "cpu", progress=False).run()
     monkeypatch.setattr(MetaTrainer, "_train_episode", orig)
-    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["episode"] == 10
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["episode"] == 4
+    assert [r["episode"] for r in read_jsonl(tmp_path / "killed" / "metrics.jsonl")] == [0, 4]
     resumed = MetaTrainer(cfg, tr, va, te, tmp_path / "killed", "cpu", progress=False)
     resumed.run(resume=True)
 
@@ -190,17 +199,30 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(db, tmp_pa
     assert strip(tmp_path / "full" / "metrics.jsonl") == strip(tmp_path / "killed" / "metrics.jsonl")
     # a finished run is reused as it is; one with other settings refuses to resume
     assert train_or_reuse(cfg, tr, va, te, "cpu", progress=False) is not None
-    other = small_cfg(tmp_path, "meta.episodes=30", "meta.eval_every=10", "meta.outer_lr=0.01")
+    other = small_cfg(tmp_path, "meta.episodes=12", "meta.eval_every=4", "meta.outer_lr=0.01")
     with pytest.raises(CheckpointError) as e:
         MetaTrainer(other, tr, va, te, tmp_path / "full", "cpu", progress=False).run(resume=True)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.gpu
+def test_meta_training_on_cuda_matches_cpu(db, tmp_path):
+    tr, va, te = _splits(db)
+    cfg = small_cfg(tmp_path, "meta.episodes=4", "meta.eval_every=2")
+    cpu = MetaTrainer(cfg, tr, va, te, tmp_path / "cpu", "cpu", progress=False)
+    gpu = MetaTrainer(cfg, tr, va, te, tmp_path / "gpu", "cuda", progress=False)
+    cpu.run(), gpu.run(resume=False)
+    model, lrs, _ = load_predictor(tmp_path / "gpu" / "best.pt", "cuda")
+    assert next(model.parameters()).is_cuda and all(v.is_cuda for v in lrs.values())
+    p_cpu, p_gpu = predict(cpu.model, cpu.inner_lrs, te[0]), predict(gpu.model, gpu.inner_lrs, te[0])
+    assert p_gpu.device.type == "cpu" and torch.allclose(p_cpu, p_gpu, atol=1e-2)
 
 
 def test_no_adaptation_and_first_order_variants_train(db, tmp_path):
     tr, va, te = _splits(db)
     for extra in (["meta.adapt=false"], ["meta.second_order=false"], ["predictor.inputs=[D,A]", "meta.adapt=false"],
                   ["predictor.inputs=[S,T,A,D]"]):
-        cfg = small_cfg(tmp_path, "meta.episodes=4", "meta.eval_every=2", *extra)
+        cfg = small_cfg(tmp_path, "meta.episodes=2", "meta.eval_every=2", *extra)
         t = MetaTrainer(cfg, tr, va, te, tmp_path / "_".join(extra), "cpu", progress=False)
         s = t.run()
         model, lrs, info = load_predictor(s["checkpoint"])
@@ -268,24 +290,33 @@ def test_bad_inputs_give_one_line_errors(db, tmp_path):
 # command line
 # --------------------------------------------------------------------------------------------- #
 
-def _main(*args):
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True, cwd=ROOT,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
+def _main(capsys, *args):
+    """``main.py ARGS`` in-process (importing torch once per test run, not per call)."""
+    from dass.cli import main
+
+    capsys.readouterr()
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out.out, out.err)
 
 
-def test_cli_meta_train_then_meta_test_writes_csv_and_svgs(db, tmp_path):
+def test_cli_meta_train_then_meta_test_writes_csv_and_svgs(db, tmp_path, capsys):
     ov = [f"db.out={db.db.out}", f"meta.out={db.meta.out}", "tasks.meta_train=[t0,t1,t2,t3]",
           "tasks.meta_valid=[v0]", "tasks.meta_test=[x0,x1]", "predictor.func_hidden=8", "predictor.func_dim=8",
           "predictor.arch_dim=8", "predictor.head_hidden=8", "predictor.target_norm=meta_train",
           "predictor.dataset_feature_dim=16", "predictor.dataset_dim=8", "predictor.dataset_heads=2",
-          "meta.episodes=6", "meta.eval_every=3", "meta.n_query=8", "run.device=cpu"]
-    r = _main("meta-test", "--config", "configs/demo.yaml", *ov)
+          "meta.episodes=4", "meta.eval_every=2", "meta.n_query=8", "run.device=cpu"]
+    r = _main(capsys, "meta-test", "--config", "configs/demo.yaml", *ov)
     assert r.returncode == 2 and "meta-train first" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = _main("meta-train", "--config", "configs/demo.yaml", "--no-progress", *ov)
+    r = _main(capsys, "meta-train", "--config", "configs/demo.yaml", *ov, f"db.out={tmp_path / 'nodb'}")
+    assert r.returncode == 2 and "nodb" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _main(capsys, "meta-train", "--config", "configs/demo.yaml", "--no-progress", *ov)
     assert r.returncode == 0, r.stderr
-    r = _main("meta-train", "--config", "configs/demo.yaml", *ov)
+    r = _main(capsys, "meta-train", "--config", "configs/demo.yaml", *ov)
     assert r.returncode == 2 and "--resume" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = _main("meta-test", "--config", "configs/demo.yaml", "--no-progress",
+    r = _main(capsys, "meta-train", "--config", "configs/demo.yaml", "--resume", *ov)   # finished: nothing to do
+    assert r.returncode == 0 and "4 episodes" in r.stdout
+    r = _main(capsys, "meta-test", "--config", "configs/demo.yaml", "--no-progress",
               "--baselines", "random,macs,params,diswot,dass-no-adapt", *ov)
     assert r.returncode == 0, r.stderr
     out = Path(db.meta.out) / "meta_test"
@@ -298,7 +329,20 @@ def test_cli_meta_train_then_meta_test_writes_csv_and_svgs(db, tmp_path):
         for m in methods:
             svg = ET.parse(out / f"{t}_{m}.svg").getroot()
             assert sum(1 for e in svg.iter() if e.tag.endswith("circle")) == 16
+    # the table printed for the user, and the scores behind it
+    assert all(m in r.stdout for m in methods)
+    preds = list(csv.DictReader(open(out / "predictions.csv")))
+    assert len(preds) == 2 * 16 * len(methods)
+    macs_rows = [p for p in preds if p["method"] == "macs" and p["task"] == "x0"]
+    rec = load_records(db.db.out, "meta_test", "x0")
+    assert [float(p["score"]) for p in macs_rows] == rec.macs.tolist()
     assert (Path(db.meta.out) / "baselines" / "dass-no-adapt" / "best.pt").is_file()
-    assert "dass-no-adapt" in r.stdout and "random" in r.stdout
-    r = _main("meta-test", "--config", "configs/demo.yaml", "--baselines", "nonsense", *ov)
+    r = _main(capsys, "meta-test", "--config", "configs/demo.yaml", "--baselines", "nonsense", *ov)
     assert r.returncode == 2 and "nonsense" in r.stderr
+    # the library entry point (used by the demo) returns the per-task rows only
+    from dass.meta_test import run_meta_test
+
+    rows = run_meta_test(load_config(ROOT / "configs" / "demo.yaml", ov), baselines="macs", progress=False,
+                         out=tmp_path / "mt2")
+    assert [(x["task"], x["method"]) for x in rows] == [(t, m) for t in ("x0", "x1") for m in ("dass", "macs")]
+    assert (tmp_path / "mt2" / "results.csv").is_file()

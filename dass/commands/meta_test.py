@@ -1,29 +1,16 @@
-"""``main.py meta-test``: DaSS and the baselines on the unseen (meta-test) tasks, side by side.
+"""``main.py meta-test``: DaSS and the baselines on the unseen tasks, side by side.
 
-For every meta-test task the DaSS predictor adapts on the task's teacher and predicts all recorded
-students; each baseline scores the same students. Writes to ``<meta.out>/meta_test/``:
-
-* ``results.csv``: task, method, spearman, pearson, kendall, top1, top5, best, n -- one row per
-  (task, method), then one ``task=mean`` row per method (means over tasks);
-* ``predictions.csv``: task, method, net_index, arch, score, true -- every score behind the table;
-* ``<task>_<method>.svg``: predicted score vs true accuracy, the top-1 pick in red.
-
-``--baselines all`` (default) adds random, macs, params, diswot and the trained ones (metad2a and
-the DaSS ablations; each is meta-trained into ``<meta.out>/baselines/<name>`` on first use and reused
-afterwards); ``none`` evaluates DaSS alone; or a comma-separated list of names.
+See :mod:`dass.meta_test` for what is written (``<meta.out>/meta_test/results.csv``, ``predictions.csv``
+and one SVG scatter plot per task and method); this command also prints the table.
 """
 from __future__ import annotations
 
-import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from ..config import resolve_device
-from ..errors import CheckpointError, ConfigError, DataError
-from ..io import write_csv
+from ..meta_test import format_table, run_meta_test
 
 
 def add_arguments(p) -> None:
@@ -35,117 +22,14 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def parse_methods(text: str, cfg) -> tuple[list[str], bool]:
-    """``--baselines`` -> (methods, explicit). ``dass`` always comes first."""
-    from ..baselines import STATIC, trained_variants
-
-    known = [*STATIC, *trained_variants(cfg)]
-    t = (text or "").strip()
-    if t == "all":
-        return ["dass", *known], False
-    if t in ("none", ""):
-        return ["dass"], True
-    names = [x.strip() for x in t.split(",") if x.strip()]
-    bad = [x for x in names if x not in known and x != "dass"]
-    if bad:
-        raise ConfigError(f"--baselines: unknown method '{bad[0]}'; known for this config: {', '.join(known)}")
-    return ["dass", *[x for x in names if x != "dass"]], True
-
-
-def _f(v, nd=3) -> str:
-    return "  nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
-
-
 def run(cfg, args) -> int:
-    from ..baselines import STATIC, needs_dataset_features, score, variant_config
-    from ..meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
-    from ..metrics import nanmean, rank_desc
-    from ..plots import scatter_svg
-
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     t0 = time.time()
-    device = resolve_device(cfg.run.device)
-    progress = not args.no_progress
-    tests = load_tasks(cfg, "meta_test")
-    if not tests:
-        raise ConfigError("config key 'tasks.meta_test' lists no task; nothing to evaluate")
-    ckpt = Path(args.checkpoint) if args.checkpoint else Path(cfg.meta.out) / "best.pt"
-    if not ckpt.is_file():
-        raise CheckpointError(f"predictor checkpoint {ckpt} does not exist; run main.py meta-train first or pass "
-                              f"--checkpoint")
-    methods, explicit = parse_methods(args.baselines, cfg)
-    have_feats = all(r.dataset_features is not None for r in tests)
-
-    # trained predictors: DaSS itself, then the trained baselines/ablations (trained on demand)
-    predictors = {"dass": load_predictor(ckpt, device)}
-    splits = None
-    for name in methods:
-        if name == "dass" or name in STATIC:
-            continue
-        if needs_dataset_features(cfg, name) and not have_feats:
-            if explicit:
-                raise DataError(f"baseline '{name}' needs dataset features, which the meta-test records lack; "
-                                f"rebuild the database with dataset features")
-            print(f"note: skipping '{name}': the database has no dataset features", file=sys.stderr)
-            continue
-        vcfg = variant_config(cfg, name)
-        if splits is None:
-            splits = (load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"))
-        if needs_dataset_features(cfg, name) and any(r.dataset_features is None for r in splits[0] + splits[1]):
-            if explicit:
-                raise DataError(f"baseline '{name}' needs dataset features, which the meta-train/valid records "
-                                f"lack; rebuild the database with dataset features")
-            print(f"note: skipping '{name}': the database has no dataset features", file=sys.stderr)
-            continue
-        print(f"[meta-test] {name}: meta-training into {vcfg.meta.out} (reused when done)", file=sys.stderr)
-        best = train_or_reuse(vcfg, splits[0], splits[1], tests, device, progress)
-        predictors[name] = load_predictor(best, device)
-    methods = [m for m in methods if m in STATIC or m in predictors]
-
     out = Path(args.out) if args.out else Path(cfg.meta.out) / "meta_test"
-    rows, preds = [], []
-    for rec in tests:
-        for name in methods:
-            if name in predictors:
-                model, lrs, info = predictors[name]
-                s = score(name, rec, model=model, inner_lrs=lrs, meta_info=info)
-            else:
-                s = score(name, rec, seed=cfg.run.seed)
-            r = evaluate_task(s, rec)
-            rows.append({"task": rec.task, "method": name, "spearman": r["spearman"], "pearson": r["pearson"],
-                         "kendall": r["kendall"], "top1": r["top1_acc"], "top5": r["top5_acc"],
-                         "best": r["best_acc"], "n": r["n"]})
-            s = s.double()
-            for i in range(len(rec)):
-                preds.append({"task": rec.task, "method": name, "net_index": rec.net_index[i],
-                              "arch": str(rec.archs[i]), "score": float(s[i]), "true": float(rec.best_acc[i])})
-            top = int(rank_desc(s)[0])
-            unit = "predicted accuracy (%)" if name in predictors else f"{name} score"
-            scatter_svg(out / f"{rec.task}_{name}.svg", rec.best_acc.tolist(), s.tolist(),
-                        title=f"{rec.task} / {name}: Spearman {_f(r['spearman'])}", ylabel=unit, highlight=top)
-    for name in methods:
-        mine = [r for r in rows if r["method"] == name]
-        rows.append({"task": "mean", "method": name,
-                     **{k: nanmean([r[k] for r in mine]) for k in ("spearman", "pearson", "kendall", "top1",
-                                                                   "top5", "best")},
-                     "n": sum(r["n"] for r in mine)})
-    write_csv(out / "results.csv", rows)
-    write_csv(out / "predictions.csv", preds)
-
-    # the table: one line per method, per-task Spearman then the means
-    tasks = [r.task for r in tests]
-    w = max(8, *(len(m) for m in methods))
-    head = f"{'method':<{w}} " + " ".join(f"{t[:10]:>10}" for t in tasks)
-    head += "  " + " ".join(f"{k:>7}" for k in ("rho", "r", "tau", "top1", "top5", "best"))
-    print(f"meta-test Spearman per task and means over {len(tasks)} tasks (checkpoint {ckpt})")
-    print(head)
-    for name in methods:
-        per = {r["task"]: r for r in rows if r["method"] == name}
-        line = f"{name:<{w}} " + " ".join(f"{_f(per[t]['spearman']):>10}" for t in tasks)
-        m = per["mean"]
-        line += "  " + " ".join(f"{_f(m[k]):>7}" for k in ("spearman", "pearson", "kendall"))
-        line += " " + " ".join(f"{_f(m[k], 2):>7}" for k in ("top1", "top5", "best"))
-        print(line)
+    rows = run_meta_test(cfg, args.checkpoint, args.baselines, progress=not args.no_progress, out=out)
+    ckpt = args.checkpoint or str(Path(cfg.meta.out) / "best.pt")
+    print(f"meta-test: Spearman per task, then means over tasks (DaSS checkpoint {ckpt})")
+    print(format_table(rows))
     print(f"results: {out / 'results.csv'}  ({time.time() - t0:.1f} s)")
     return 0

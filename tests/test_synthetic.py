@@ -1,0 +1,194 @@
+"""dass.synthetic: the generated task family and the bundled digits task."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dass.synthetic as syn
+from dass.cli import main
+from dass.config import load_config
+from dass.data import COMPLETE_MARKER, load_task, make_loader
+from dass.errors import ConfigError, DataError
+
+ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def small_cfg(root, *overrides):
+    return load_config(None, [f"data.root={root}", "space.image_size=16", "data.synthetic_num_tasks=2",
+                              "data.synthetic_train_per_class=6", "data.synthetic_test_per_class=3", *overrides])
+
+
+def digest(folder):
+    h = hashlib.sha256()
+    for k in ARRAYS:
+        h.update((folder / f"{k}.npy").read_bytes())
+    return h.hexdigest()
+
+
+# sha256 over synth-0's four .npy files (seed 0, 16 px, 6 train / 3 test per class). It pins the
+# generator *and* numpy's PCG64 streams; it changes only when the family is changed on purpose
+# (then bump GENERATOR_VERSION so existing folders are regenerated).
+GOLDEN_SYNTH0 = "1436b4c1dc839cdee283e90bd3f03d10a6c60ed3397c23ba181310ff436d8355"
+
+
+def test_generation_is_deterministic_and_golden(tmp_path):
+    names = syn.generate_tasks(small_cfg(tmp_path / "a"), progress=False)
+    assert names == ["synth-0", "synth-1", "digits"]
+    syn.generate_tasks(small_cfg(tmp_path / "b"), progress=False)
+    for n in names:
+        for k in ARRAYS:
+            assert (tmp_path / "a" / n / f"{k}.npy").read_bytes() == (tmp_path / "b" / n / f"{k}.npy").read_bytes()
+    assert digest(tmp_path / "a" / "synth-0") == GOLDEN_SYNTH0
+
+
+def test_task_does_not_depend_on_family_size_but_on_seed(tmp_path):
+    a = syn.make_task(0, 1, 16, 6, 3)
+    syn.generate_tasks(small_cfg(tmp_path, "data.synthetic_num_tasks=3"), progress=False)
+    np.testing.assert_array_equal(np.load(tmp_path / "synth-1" / "train_images.npy"), a["train_images"])
+    b = syn.make_task(1, 1, 16, 6, 3)
+    assert not np.array_equal(a["train_images"], b["train_images"])
+
+
+def test_generated_task_layout_and_loading(tmp_path):
+    cfg = small_cfg(tmp_path)
+    syn.generate_tasks(cfg, progress=False)
+    t = load_task("synth-0", cfg)
+    k = t.num_classes
+    assert 4 <= k <= 10
+    assert t.train_images.shape == (6 * k, 16, 16, 3) and t.test_images.shape == (3 * k, 16, 16, 3)
+    assert t.train_images.dtype == np.uint8 and isinstance(t.train_images, np.memmap)
+    assert np.bincount(t.train_labels).tolist() == [6] * k and np.bincount(t.test_labels).tolist() == [3] * k
+    assert t.train_images.std() > 10                  # not blank images
+    # one code path: the loader serves a generated task like any dataset
+    x, y = next(iter(make_loader(t, cfg, "train", batch_size=8)))
+    assert x.shape == (8, 3, 16, 16) and y.max() < k
+
+
+def test_recipes_differ_across_the_family():
+    recipes = [syn.make_recipe(0, i) for i in range(12)]
+    assert len({r["num_classes"] for r in recipes}) >= 4
+    assert all(4 <= r["num_classes"] <= 10 for r in recipes)
+    main_cue = {max(r["cue_weights"], key=r["cue_weights"].get) for r in recipes}
+    assert main_cue == {"shape", "colour", "texture"}
+    ratios = [r["variability"] / r["separation"] for r in recipes]
+    assert max(ratios) > 2 * min(ratios)
+
+
+def test_classes_are_separable_but_not_trivially():
+    # within-class images are closer to their own class mean colour than a shuffled labelling
+    # gives, i.e. labels carry signal; but a class-mean template does not solve the task.
+    t = syn.make_task(0, 0, 16, 40, 20)
+    x = t["train_images"].astype(np.float64).reshape(len(t["train_images"]), -1)
+    y = t["train_labels"]
+    means = np.stack([x[y == c].mean(0) for c in range(y.max() + 1)])
+    xt = t["test_images"].astype(np.float64).reshape(len(t["test_images"]), -1)
+    pred = ((xt[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+    acc = (pred == t["test_labels"]).mean()
+    assert 1.0 / (y.max() + 1) < acc < 0.95
+
+
+def test_skips_complete_tasks_and_regenerates_on_other_sizes(tmp_path, monkeypatch):
+    cfg = small_cfg(tmp_path)
+    syn.generate_tasks(cfg, progress=False)
+    calls = []
+    real = syn.make_task
+    monkeypatch.setattr(syn, "make_task", lambda *a, **k: calls.append(a) or real(*a, **k))
+    syn.generate_tasks(cfg, progress=False)
+    assert calls == []
+    syn.generate_tasks(small_cfg(tmp_path, "data.synthetic_test_per_class=4"), progress=False)
+    assert [c[1] for c in calls] == [0, 1]
+    assert np.load(tmp_path / "synth-0" / "test_labels.npy").shape[0] % 4 == 0
+    syn.generate_tasks(cfg, progress=False, force=True)
+    assert len(calls) == 4
+
+
+def test_killed_generation_is_detected_and_redone(tmp_path, monkeypatch):
+    cfg = small_cfg(tmp_path)
+    syn.generate_tasks(cfg, progress=False)
+    good = digest(tmp_path / "synth-1")
+    # simulate a kill while synth-1 is being rewritten: arrays half written, no marker
+    (tmp_path / "synth-1" / COMPLETE_MARKER).unlink()
+    p = tmp_path / "synth-1" / "test_images.npy"
+    p.write_bytes(p.read_bytes()[:100])
+    with pytest.raises(DataError, match="incomplete.*make-tasks"):
+        load_task("synth-1", cfg)
+    before = (tmp_path / "synth-0" / "train_images.npy").stat().st_mtime_ns
+    syn.generate_tasks(cfg, progress=False)
+    assert digest(tmp_path / "synth-1") == good
+    assert (tmp_path / "synth-0" / "train_images.npy").stat().st_mtime_ns == before
+    load_task("synth-1", cfg)
+
+
+def test_kill_before_marker_leaves_task_incomplete(tmp_path, monkeypatch):
+    cfg = small_cfg(tmp_path, "data.synthetic_num_tasks=1")
+    real = syn.atomic_write_text
+
+    def boom(path, text):
+        if path.name == COMPLETE_MARKER:
+            raise KeyboardInterrupt
+        return real(path, text)
+
+    monkeypatch.setattr(syn, "atomic_write_text", boom)
+    with pytest.raises(KeyboardInterrupt):
+        syn.generate_tasks(cfg, progress=False)
+    with pytest.raises(DataError, match="incomplete"):
+        load_task("synth-0", cfg)
+    monkeypatch.setattr(syn, "atomic_write_text", real)
+    syn.generate_tasks(cfg, progress=False)
+    assert load_task("synth-0", cfg).num_classes >= 4
+
+
+def test_digits_task(tmp_path):
+    cfg = small_cfg(tmp_path, "data.synthetic_num_tasks=0")
+    assert syn.generate_tasks(cfg, progress=False) == ["digits"]
+    t = load_task("digits", cfg)
+    assert t.num_classes == 10
+    assert len(t.train_labels) + len(t.test_labels) == 1797
+    assert t.train_images.shape[1:] == (16, 16, 3) and t.test_images.dtype == np.uint8
+    np.testing.assert_array_equal(t.train_images[..., 0], t.train_images[..., 2])      # greyscale -> RGB
+    # stratified: each class's test share is round(0.3 * its count)
+    counts = np.bincount(np.concatenate([t.train_labels, t.test_labels]))
+    assert np.bincount(t.test_labels).tolist() == [int(round(0.3 * c)) for c in counts]
+    assert t.train_images.max() == 255 and t.train_images.min() == 0
+    # deterministic, and the split follows the seed
+    again = syn.make_digits(16, 0)
+    np.testing.assert_array_equal(again["test_labels"], t.test_labels)
+    other = syn.make_digits(16, 1)
+    assert not np.array_equal(other["test_labels"], t.test_labels)
+    # 8x8 -> 8x8 keeps the original pixels (scaled 0..16 -> 0..255)
+    from sklearn.datasets import load_digits
+    native = syn.make_digits(8, 0)
+    d = load_digits()
+    allx = np.concatenate([native["train_images"], native["test_images"]])[..., 0].astype(np.int64)
+    assert sorted(allx.reshape(len(allx), -1).sum(1).tolist()) == sorted(
+        np.rint(d.images * 255 / 16).reshape(1797, -1).sum(1).astype(np.int64).tolist())
+
+
+def test_resize_bilinear_matches_torch():
+    x = np.random.default_rng(0).random((2, 3, 5, 5))
+    for size in (4, 11, 16):
+        ours = syn.resize_bilinear(x, size)
+        ref = F.interpolate(torch.from_numpy(x), size=(size, size), mode="bilinear", align_corners=False)
+        np.testing.assert_allclose(ours, ref.numpy(), atol=1e-12)
+
+
+def test_bad_config_values(tmp_path):
+    with pytest.raises(ConfigError, match="digits_test_fraction"):
+        syn.generate_tasks(small_cfg(tmp_path, "data.digits_test_fraction=0"), progress=False)
+    with pytest.raises(ConfigError, match="synthetic_train_per_class"):
+        syn.generate_tasks(small_cfg(tmp_path, "data.synthetic_train_per_class=0"), progress=False)
+
+
+def test_make_tasks_cli(tmp_path, capsys):
+    args = ["make-tasks", f"data.root={tmp_path}", "space.image_size=16", "data.synthetic_num_tasks=1",
+            "data.synthetic_train_per_class=4", "data.synthetic_test_per_class=2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"2 tasks at 16x16 in {tmp_path.resolve()}" in out and "task=synth-0" in out and "task=digits" in out
+    assert (tmp_path / "synth-0" / COMPLETE_MARKER).is_file()
+    assert main(args + ["--out", str(tmp_path / "elsewhere"), "--quiet"]) == 0
+    assert (tmp_path / "elsewhere" / "digits" / "meta.json").is_file()
