@@ -113,17 +113,13 @@ def run_demo(cfg: Config, workers: int = 0, log: Callable[[str], None] = print) 
 
 def _meta_train(cfg: Config, log) -> dict:
     from .config import resolve_device
-    from .meta import MetaTrainer
-    from .records import load_records
+    from .meta import load_tasks, train_or_reuse
 
-    def load(mode):
-        return [load_records(cfg.db.out, mode, t) for t in getattr(cfg.tasks, mode)]
-
-    trainer = MetaTrainer(cfg, load("meta_train"), load("meta_valid"), load("meta_test"), cfg.meta.out,
-                          resolve_device(cfg.run.device), progress=False)
-    res = trainer.run()
-    write_json(Path(cfg.meta.out) / "done.json", {k: v for k, v in res.items() if isinstance(v, (int, float, str))})
-    return res
+    best = train_or_reuse(cfg, load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"),
+                          load_tasks(cfg, "meta_test", required=False), resolve_device(cfg.run.device),
+                          progress=False)
+    write_json(Path(cfg.meta.out) / "done.json", {"best": str(best)})
+    return {"best": str(best)}
 
 
 def _meta_test(cfg: Config, ckpt: str) -> list[dict]:

@@ -17,6 +17,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -100,9 +101,8 @@ def test_truncated_npy(tmp_path, data_root):
 def test_label_out_of_range(tmp_path, data_root):
     d = _own_data(tmp_path, data_root)
     (d / "toy-0" / "meta.json").write_text(json.dumps({"num_classes": 3}))
-    lab = torch.zeros(16, dtype=torch.int64).numpy()
+    lab = np.zeros(16, dtype=np.int64)
     lab[5] = 7
-    import numpy as np
     np.save(d / "toy-0" / "test_labels.npy", lab)
     _cli_case(tmp_path, tiny_config(tmp_path, d), "train-teacher", "--task", "toy-0",
               needles=(str(d / "toy-0" / "test_labels.npy"), "[0, 7]", "[0, 3)"))

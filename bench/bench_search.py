@@ -1,0 +1,188 @@
+#!/usr/bin/env python
+"""Search throughput: candidates scored per second, and meta-training episodes per second.
+
+A candidate is *scored* when it has been remapped from the teacher and run on the fixed noise
+(its stage-4 functional map, SPEC 4), encoded (SPEC 2), sized (MACs/params, for the budget) and
+given a predicted accuracy by the predictor after teacher-guided adaptation (``dass.meta.predict``,
+SPEC 5-6). Paper scale: the ResNet42 teacher at 64 px, the paper's space, 256 x 8 x 8 maps, the
+paper's predictor. Weights are seeded random ones (throughput does not depend on their values).
+
+Embedding paths:
+
+* **per candidate**: ``dass.embed.student_map`` for each candidate (what ``dass.database.candidate_records``
+  does today);
+* **fastembed**: ``dass.fastembed.remapped_maps`` (shared prefixes, cached slices; bit-identical --
+  checked here on the first candidates and in tests/test_fastembed.py);
+* **fastembed, 2 processes**: the sorted pool split in two halves over a 2-process pool (1 thread
+  each; pool started and warmed before timing).
+
+Meta-training: ``MetaTrainer`` episodes (meta-batch of 8 tasks, 50 query students, second order, one
+inner step) on a seeded synthetic database of the paper's shapes, with the vmapped meta-batch
+(default) and with the per-task loop.
+
+    python bench/bench_search.py --quick     # < 1 min
+    python bench/bench_search.py             # 400 candidates x 3 repeats, 20 episodes
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+
+from common import Reporter, base_parser, cpu_cores, median, print_header, setup, spread
+
+import torch  # noqa: E402
+
+from dass.config import load_config  # noqa: E402
+from dass.embed import noise_input, student_map  # noqa: E402
+from dass.fastembed import chain, remapped_maps  # noqa: E402
+from dass.meta import MetaTrainer, build_predictor, init_inner_lrs, predict  # noqa: E402
+from dass.nets import ResNet  # noqa: E402
+from dass.records import TaskRecords, TeacherRecord  # noqa: E402
+from dass.space import SearchSpace  # noqa: E402
+from dass.testing import make_task  # noqa: E402
+
+CLASSES = 40
+
+
+def make_teacher(space: SearchSpace, device="cpu") -> ResNet:
+    torch.manual_seed(0)
+    return ResNet(space.teacher(), CLASSES, space.stage_strides).to(device).eval()
+
+
+def to_records(space: SearchSpace, archs, fmaps: torch.Tensor, teacher_rec: TeacherRecord) -> TaskRecords:
+    n = len(archs)
+    nan = torch.full((n,), math.nan)
+    return TaskRecords(task="bench", archs=list(archs), arch_enc=torch.stack([space.encode(a) for a in archs]),
+                       fmaps=fmaps, best_acc=nan, final_acc=nan.clone(), final_loss=nan.clone(),
+                       macs=torch.tensor([float(space.macs(a, num_classes=CLASSES)) for a in archs]),
+                       params=torch.tensor([float(space.params(a, CLASSES)) for a in archs]),
+                       net_index=list(range(n)), teacher=teacher_rec, dataset_features=None)
+
+
+# --------------------------------------------------------------------------------------------- #
+# 2-process embedding (module level: picklable for the spawn pool)
+# --------------------------------------------------------------------------------------------- #
+
+_W: dict = {}
+
+
+def _worker_init(size: int) -> None:
+    torch.set_num_threads(1)
+    space = SearchSpace(image_size=size)
+    _W.update(space=space, teacher=make_teacher(space), noise=noise_input(size, 1, 0))
+
+
+def _worker_embed(archs) -> torch.Tensor:
+    return remapped_maps(_W["teacher"], archs, _W["noise"], channels=_W["space"].stage_widths[-1])
+
+
+# --------------------------------------------------------------------------------------------- #
+
+def main() -> None:
+    p = base_parser(__doc__.split("\n")[0])
+    p.add_argument("--candidates", type=int, default=0, help="pool size (default 400; quick 40)")
+    p.add_argument("--repeats", type=int, default=0, help="timed passes per path (default 3; quick 1)")
+    p.add_argument("--episodes", type=int, default=0, help="timed meta-training episodes (default 20; quick 3)")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--no-processes", action="store_true", help="skip the 2-process figure")
+    args = p.parse_args()
+    device = setup(args)
+    n = args.candidates or (40 if args.quick else 400)
+    repeats = args.repeats or (1 if args.quick else 3)
+    episodes = args.episodes or (3 if args.quick else 20)
+    info = print_header("Search throughput (candidates scored/s) and meta-training episodes/s", args)
+    rep = Reporter(info, args.json)
+
+    cfg = load_config(None, [f"space.image_size={args.size}", "run.device=cpu"])
+    space = SearchSpace.from_config(cfg)
+    teacher = make_teacher(space, device)
+    noise = noise_input(args.size, cfg.embed.num_noise, cfg.embed.noise_seed, device)
+    C = space.stage_widths[-1]
+    archs = space.sample_many(n, rng=1, unique=True)
+    mean_macs = sum(space.macs(a) for a in archs) / n
+    print(f"# {n} candidates, mean {mean_macs / 1e9:.3f} GMACs each at {args.size} px; embedding on {device}; "
+          f"{repeats} timed passes per path after a warm-up on 8 candidates")
+    t_rec = TeacherRecord(space.teacher(), space.encode(space.teacher()),
+                          remapped_maps(teacher, [space.teacher()], noise, channels=C)[0], 60.0)
+    model = build_predictor(cfg, to_records(space, archs[:2], torch.zeros(2, C, *t_rec.fmap.shape[1:]), t_rec))
+    lrs = init_inner_lrs(model, cfg.meta.inner_lr_init)
+
+    def per_candidate():
+        return torch.stack([student_map(teacher, a, noise, "copy_paste_first", 4, C) for a in archs])
+
+    def fast():
+        return remapped_maps(teacher, archs, noise, channels=C)
+
+    k = min(8, n)
+    assert torch.equal(remapped_maps(teacher, archs[:k], noise, channels=C),
+                       torch.stack([student_map(teacher, a, noise, "copy_paste_first", 4, C) for a in archs[:k]]))
+    st: dict = {}
+    remapped_maps(teacher, archs, noise, channels=C, stats=st)
+    print(f"# fastembed computes {st['steps']} block steps where the per-candidate loop computes "
+          f"{st['steps_per_candidate_loop']} ({1 - st['steps'] / st['steps_per_candidate_loop']:.1%} shared)")
+
+    times = {"embed per candidate": [], "embed fastembed": [], "encode+size": [], "predict": []}
+    for r in range(repeats):
+        for name, fn in (("embed per candidate", per_candidate), ("embed fastembed", fast)):
+            t0 = time.perf_counter()
+            fmaps = fn()
+            times[name].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        recs = to_records(space, archs, fmaps, t_rec)
+        times["encode+size"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        scores = predict(model, lrs, recs, adapt=True, cfg=cfg)
+        times["predict"].append(time.perf_counter() - t0)
+        assert scores.shape == (n,) and torch.isfinite(scores).all()
+
+    rest = median(times["encode+size"]) + median(times["predict"])
+    for name in ("embed per candidate", "embed fastembed"):
+        rate = [n / t for t in times[name]]
+        rep.figure(f"{name}: maps/s", median(rate), "cand/s", spread(rate))
+    rep.figure("encode + MACs/params: cand/s", n / median(times["encode+size"]), "cand/s")
+    rep.figure("predict (adapt on teacher + score): cand/s", n / median(times["predict"]), "cand/s")
+    for name in ("embed per candidate", "embed fastembed"):
+        rep.figure(f"scored end to end ({name.split(' ', 1)[1]}, 1 process, {torch.get_num_threads()} thread(s))",
+                   n / (median(times[name]) + rest), "cand/s", "goal: >= 200/s on 2 CPU cores")
+
+    if not args.no_processes and device.type == "cpu" and cpu_cores() >= 2:
+        import multiprocessing as mp
+
+        order = sorted(range(n), key=lambda i: chain(teacher, archs[i], "copy_paste_first", 4))
+        halves = [[archs[i] for i in order[: n // 2]], [archs[i] for i in order[n // 2:]]]
+        with mp.get_context("spawn").Pool(2, initializer=_worker_init, initargs=(args.size,)) as pool:
+            pool.map(_worker_embed, [archs[:2], archs[2:4]])          # warm both workers
+            tp = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                parts = pool.map(_worker_embed, halves)
+                tp.append(time.perf_counter() - t0)
+        got = torch.cat(parts)
+        assert torch.equal(got[0], remapped_maps(teacher, [halves[0][0]], noise, channels=C)[0])
+        rate = [n / t for t in tp]
+        rep.figure("embed fastembed, 2 processes x 1 thread: maps/s", median(rate), "cand/s", spread(rate))
+        rep.figure("scored end to end (fastembed, 2 processes)", n / (median(tp) + rest), "cand/s",
+                   "goal: >= 200/s on 2 CPU cores")
+
+    # ---------------------------------------------------------------- meta-training episodes
+    for vmap in (True, False):
+        mcfg = load_config(None, [f"space.image_size={args.size}", f"meta.vmap_tasks={str(vmap).lower()}",
+                                  "run.device=cpu"])
+        recs = [make_task(space, f"t{i}", i, n_students=50, seed=0, with_dataset=False) for i in range(10)]
+        with tempfile.TemporaryDirectory() as d:
+            tr = MetaTrainer(mcfg, recs[:8], recs[8:], [], d, device, progress=False)
+            tr._train_episode()                       # warm-up (vmap traces on first use)
+            ts = []
+            for _ in range(episodes):
+                t0 = time.perf_counter()
+                tr._train_episode()
+                ts.append(time.perf_counter() - t0)
+        rate = [1 / t for t in ts]
+        rep.figure(f"meta-training episodes/s ({'vmapped meta-batch' if vmap else 'per-task loop'}, 8 tasks x 50 "
+                   f"query, 2nd order)", median(rate), "ep/s", spread(rate))
+    rep.close()
+
+
+if __name__ == "__main__":
+    main()
