@@ -17,7 +17,7 @@ def tiny_overrides(out):
             "space.image_size=8", "data.crop_padding=1", "data.synthetic_num_tasks=4",
             "data.synthetic_train_per_class=12", "data.synthetic_test_per_class=6",
             "tasks.meta_train=[synth-0,synth-1]", "tasks.meta_valid=[synth-2]", "tasks.meta_test=[synth-3,digits]",
-            "teacher.epochs=2", "teacher.eval_every=1", "kd.epochs=1", "kd.eval_every=1", "kd.seeds=[1,2]",
+            "teacher.epochs=2", "teacher.eval_every=1", "teacher.batch_size=16", "kd.batch_size=16", "kd.epochs=1", "kd.eval_every=1", "kd.seeds=[1,2]",
             "db.num_students=5", "db.num_candidates=8", "meta.episodes=6", "meta.eval_every=3", "meta.n_query=4",
             "predictor.dataset_samples_per_class=2", "predictor.dataset_feature_dim=8", "demo.workers=1"]
 
