@@ -71,6 +71,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except DassError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        import errno
+
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {e.filename}" if e.filename else ""
+            print(f"error: no space left on device{where}; free disk space and re-run the same command "
+                  f"(finished work is kept and resumed)", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

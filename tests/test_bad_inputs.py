@@ -235,8 +235,6 @@ def test_disk_full_new_file_is_not_created(tmp_path, monkeypatch):
     assert files_under(tmp_path) == set()
 
 
-@pytest.mark.xfail(strict=True, reason="dass.cli lets OSError(ENOSPC) escape as a traceback (exit 1); it should "
-                                       "print one 'error:' line and exit 2 -- change requested from the CLI owner")
 def test_disk_full_through_the_cli_is_one_line_exit_2(tmp_path, data_root, monkeypatch, capsys):
     import dass.io as dio
     from dass.cli import main
