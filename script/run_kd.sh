@@ -12,15 +12,6 @@ if [ $# -lt 2 ]; then
   exit 2
 fi
 GPU=$1; DATASET=$2; shift 2
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-source script/setup_env.sh "$ROOT/requirements.txt"
-CONFIG="${DASS_CONFIG:-configs/paper.yaml}"
-DEV=()
-if [ "$GPU" = "cpu" ]; then DEV=(run.device=cpu); else export CUDA_VISIBLE_DEVICES="$GPU"; fi
-ARGS=(kd --config "$CONFIG" --task "$DATASET" --from-search --method "${DASS_METHOD:-dass}"
-      --seeds "${DASS_SEEDS:-1,2,3}" kd.remap=copy_paste_first "${DEV[@]}" "$@")
-if [ "${DASS_NPROC:-1}" -gt 1 ]; then
-  exec "$PY" -m torch.distributed.run --standalone --nproc_per_node="$DASS_NPROC" main.py "${ARGS[@]}"
-fi
-exec "$PY" main.py "${ARGS[@]}"
+source "$(dirname "${BASH_SOURCE[0]}")/_launch.sh"
+dass_run "$GPU" kd --config "$CONFIG" --task "$DATASET" --from-search --method "${DASS_METHOD:-dass}" \
+  --seeds "${DASS_SEEDS:-1,2,3}" kd.remap=copy_paste_first "$@"

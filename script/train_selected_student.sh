@@ -15,14 +15,5 @@ fi
 GPU=$1; DATASET=$2; shift 2
 ARCHS=preprocessed/net_info/net_samples_50_for_correlation.pt
 if [ $# -gt 0 ] && [[ "$1" != *=* ]]; then ARCHS=$1; shift; fi
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-source script/setup_env.sh "$ROOT/requirements.txt"
-CONFIG="${DASS_CONFIG:-configs/paper.yaml}"
-DEV=()
-if [ "$GPU" = "cpu" ]; then DEV=(run.device=cpu); else export CUDA_VISIBLE_DEVICES="$GPU"; fi
-ARGS=(kd --config "$CONFIG" --task "$DATASET" --archs "$ARCHS" --method selected "${DEV[@]}" "$@")
-if [ "${DASS_NPROC:-1}" -gt 1 ]; then
-  exec "$PY" -m torch.distributed.run --standalone --nproc_per_node="$DASS_NPROC" main.py "${ARGS[@]}"
-fi
-exec "$PY" main.py "${ARGS[@]}"
+source "$(dirname "${BASH_SOURCE[0]}")/_launch.sh"
+dass_run "$GPU" kd --config "$CONFIG" --task "$DATASET" --archs "$ARCHS" --method selected "$@"

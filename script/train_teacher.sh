@@ -11,14 +11,5 @@ if [ $# -lt 2 ]; then
   exit 2
 fi
 GPU=$1; DATASET=$2; shift 2
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-source script/setup_env.sh "$ROOT/requirements.txt"
-CONFIG="${DASS_CONFIG:-configs/paper.yaml}"
-DEV=()
-if [ "$GPU" = "cpu" ]; then DEV=(run.device=cpu); else export CUDA_VISIBLE_DEVICES="$GPU"; fi
-if [ "${DASS_NPROC:-1}" -gt 1 ]; then
-  exec "$PY" -m torch.distributed.run --standalone --nproc_per_node="$DASS_NPROC" main.py train-teacher \
-    --config "$CONFIG" --task "$DATASET" "${DEV[@]}" "$@"
-fi
-exec "$PY" main.py train-teacher --config "$CONFIG" --task "$DATASET" "${DEV[@]}" "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/_launch.sh"
+dass_run "$GPU" train-teacher --config "$CONFIG" --task "$DATASET" "$@"
