@@ -20,3 +20,6 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 export PY
+# OpenMP threads that spin at barriers make torch 10-30x slower when another process holds a core
+# (measured, bench/RESULTS.md "Threads"): wait passively unless the caller chose otherwise.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
