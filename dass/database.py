@@ -301,9 +301,15 @@ def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[A
     noise = noise_input(space.image_size, cfg.embed.num_noise, cfg.embed.noise_seed, device)
     channels = space.stage_widths[cfg.embed.stage - 1]
     teacher.eval()
-    fmaps = [student_map(teacher, a, noise, cfg.kd.remap, cfg.embed.stage, channels,
-                         seed=stable_seed("init", task, i))
-             for i, a in enumerate(tqdm(archs, desc=f"embed {task}", unit="cand", disable=not progress))]
+    if cfg.kd.remap == "random":
+        fmaps = [student_map(teacher, a, noise, cfg.kd.remap, cfg.embed.stage, channels,
+                             seed=stable_seed("init", task, i))
+                 for i, a in enumerate(tqdm(archs, desc=f"embed {task}", unit="cand", disable=not progress))]
+    else:
+        # shares the computation of candidates with a common block prefix; bit-identical to student_map
+        from .fastembed import remapped_maps
+
+        fmaps = list(remapped_maps(teacher, archs, noise, cfg.kd.remap, cfg.embed.stage, channels))
     n = len(archs)
     nan = torch.full((n,), math.nan)
     return TaskRecords(task=task, archs=list(archs), arch_enc=torch.stack([space.encode(a) for a in archs]),
