@@ -35,3 +35,22 @@ def small_space():
 def paper_space():
     from dass.space import SearchSpace
     return SearchSpace()
+
+
+@pytest.fixture(scope="session")
+def paper_teacher():
+    """The paper's teacher (10 classes) with non-trivial BN statistics and affine values, so that slicing
+    and remapping them is really exercised."""
+    from dass.nets import ResNet
+    from dass.space import SearchSpace
+
+    torch.manual_seed(0)
+    t = ResNet(SearchSpace().teacher(), 10)
+    with torch.no_grad():
+        for m in t.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_(1.0, 0.1)
+                m.bias.normal_(0.0, 0.1)
+    return t.eval()

@@ -11,18 +11,8 @@ ARCHS = PAPER.sample_many(20, rng=321)
 
 
 @pytest.fixture(scope="module")
-def teacher():
-    torch.manual_seed(0)
-    t = ResNet(PAPER.teacher(), 10)
-    # non-trivial BN statistics so that slicing them is tested
-    with torch.no_grad():
-        for m in t.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.normal_(1.0, 0.1)
-                m.bias.normal_(0.0, 0.1)
-    return t.eval()
+def teacher(paper_teacher):
+    return paper_teacher
 
 
 @pytest.mark.parametrize("arch", ARCHS, ids=str)
