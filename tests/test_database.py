@@ -1,5 +1,4 @@
 """The database builder end to end on a tiny configuration (issue 5)."""
-import numpy as np
 import pytest
 import torch
 
@@ -8,25 +7,14 @@ from dass.config import load_config
 from dass.errors import DassError
 from dass.records import load_records, task_file
 
-
-def _write_task(root, name, num_classes, n_train, n_test, seed):
-    rng = np.random.default_rng(seed)
-    d = root / name
-    d.mkdir(parents=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        y = np.arange(n) % num_classes
-        # class-dependent colour so the task is learnable
-        base = (y[:, None, None, None] * (200 // num_classes) + 20).astype(np.int16)
-        x = np.clip(base + rng.integers(-30, 30, size=(n, 8, 8, 3)), 0, 255).astype(np.uint8)
-        np.save(d / f"{split}_images.npy", x)
-        np.save(d / f"{split}_labels.npy", y.astype(np.int64))
+from clitools import write_task
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     for k, nc in enumerate((3, 4, 3)):
-        _write_task(root, f"toy-{k}", nc, 48, 24, k)
+        write_task(root, f"toy-{k}", nc, 48, 24, k)
     return root
 
 
