@@ -10,7 +10,9 @@ each measured build then starts from an empty database folder and trains, embeds
 * ``1 process, 1 thread``  -- ``dass.database.build`` (what ``main.py build-db`` runs);
 * ``1 process, 2 threads`` -- the same with two torch threads;
 * ``2 processes``          -- ``dass.database.build_parallel(cfg, 2)`` (``main.py build-db --workers 2``:
-  one shard per spawned process, 1 thread each, then the merge), process start-up included.
+  one shard per spawned process, 1 thread each, then the merge), process start-up included;
+* ``1 process, 1 thread, no teacher-logit cache`` -- the first row with ``kd.logit_cache_mb=0``: every
+  student runs the teacher on every batch (the gain of ``dass.logit_cache``, side by side).
 
     python bench/bench_db_scaling.py --quick    # < 1 min: 2 and 4 students per task
     python bench/bench_db_scaling.py            # 4, 8, 16 and 32 students per task
@@ -44,8 +46,8 @@ def write_toy_task(root: Path, name: str, classes: int, n_train: int, n_test: in
         np.save(d / f"{split}_labels.npy", y.astype(np.int64))
 
 
-def config(work: Path, students: int, kd_epochs: int, threads: int, db_name: str):
-    return load_config(None, [
+def config(work: Path, students: int, kd_epochs: int, threads: int, db_name: str, *extra: str):
+    return load_config(None, [*extra, 
         f"data.root={work / 'data'}", f"db.out={work / db_name}", f"run.checkpoint_dir={work / 'ckpt'}",
         "run.device=cpu", "space.stage_widths=[8,16,24,32]", "space.max_depth=3",
         "space.width_multipliers=[0.5,0.75,1.0]", "space.image_size=16", "data.crop_padding=2",
@@ -82,13 +84,14 @@ def main() -> None:
               f"students per task {counts}")
         for n in counts:
             rows = {}
-            variants = [("1 process, 1 thread", 1, 1), ("1 process, 2 threads", 2, 1),
-                        ("2 processes (build-db --workers 2)", 1, 2)]
+            variants = [("1 process, 1 thread", 1, 1, ()), ("1 process, 2 threads", 2, 1, ()),
+                        ("2 processes (build-db --workers 2)", 1, 2, ()),
+                        ("1 process, 1 thread, no teacher-logit cache", 1, 1, ("kd.logit_cache_mb=0",))]
             if args.quick or args.no_two_threads:
                 variants.pop(1)
-            for label, threads, procs in variants:
-                name = f"db-{n}-{threads}-{procs}"
-                cfg = config(work, n, args.kd_epochs, threads, name)
+            for label, threads, procs, extra in variants:
+                name = f"db-{n}-{threads}-{procs}-{len(extra)}"
+                cfg = config(work, n, args.kd_epochs, threads, name, *extra)
                 t0 = time.perf_counter()
                 if procs == 1:
                     res = db.build(cfg, progress=False, log=lambda s: None)
@@ -102,6 +105,8 @@ def main() -> None:
             base = rows["1 process, 1 thread"]
             rep.figure(f"{3 * n} students: speed-up of 2 processes over 1 process x 1 thread",
                        base / rows["2 processes (build-db --workers 2)"], "x")
+            rep.figure(f"{3 * n} students: speed-up of the teacher-logit cache (1 process x 1 thread)",
+                       rows["1 process, 1 thread, no teacher-logit cache"] / base, "x")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rep.close()

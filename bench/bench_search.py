@@ -29,7 +29,7 @@ import math
 import tempfile
 import time
 
-from common import Reporter, base_parser, cpu_cores, median, print_header, setup, spread
+from common import Reporter, base_parser, cpu_cores, measured_matmul_tflops, median, print_header, setup, spread
 
 import torch  # noqa: E402
 
@@ -77,6 +77,28 @@ def _worker_embed(archs) -> torch.Tensor:
     return remapped_maps(_W["teacher"], archs, _W["noise"], channels=_W["space"].stage_widths[-1])
 
 
+def shared_embedding_macs(teacher: ResNet, archs, size: int) -> int:
+    """Convolution MACs fastembed executes for ``archs``: every distinct chain prefix once (SPEC 4 maps)."""
+    seen, total = set(), 0
+    for a in archs:
+        c = chain(teacher, a, "copy_paste_first", 4)
+        cin, hw = None, size
+        for j, st in enumerate(c):
+            if st[0] == "stem":
+                w = st[1]
+                macs = size * size * 3 * 9 * w
+            else:
+                s, b, _, w = st
+                if b == 0:
+                    hw //= teacher.strides[s]
+                macs = hw * hw * 9 * (cin * w + w * w)
+            if c[:j + 1] not in seen:
+                seen.add(c[:j + 1])
+                total += macs
+            cin = w
+    return total
+
+
 # --------------------------------------------------------------------------------------------- #
 
 def main() -> None:
@@ -122,6 +144,14 @@ def main() -> None:
     print(f"# fastembed computes {st['steps']} block steps where the per-candidate loop computes "
           f"{st['steps_per_candidate_loop']} ({1 - st['steps'] / st['steps_per_candidate_loop']:.1%} shared)")
 
+    # Roofline: the convolution work fastembed must do per candidate against this machine's best fp32 matmul.
+    gflop = 2 * shared_embedding_macs(teacher, archs, args.size) / n / 1e9
+    peak = measured_matmul_tflops(device, n=2048, dtype=torch.float32, iters=5) * 1e3
+    rep.figure("embedding work per candidate after prefix sharing", gflop, "GFLOP")
+    rep.figure(f"fp32 matmul peak (2048^3, {torch.get_num_threads()} thread(s))", peak, "GFLOP/s")
+    rep.figure("upper bound at that peak (embedding only)", peak / gflop, "cand/s",
+               f"200 cand/s needs {200 * gflop:.0f} GFLOP/s = {200 * gflop / peak:.0%} of the peak")
+
     times = {"embed per candidate": [], "embed fastembed": [], "encode+size": [], "predict": []}
     for r in range(repeats):
         for name, fn in (("embed per candidate", per_candidate), ("embed fastembed", fast)):
@@ -158,6 +188,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 parts = pool.map(_worker_embed, halves)
                 tp.append(time.perf_counter() - t0)
+            pool.close()
+            pool.join()
         got = torch.cat(parts)
         assert torch.equal(got[0], remapped_maps(teacher, [halves[0][0]], noise, channels=C)[0])
         rate = [n / t for t in tp]

@@ -314,7 +314,7 @@ def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0,
     ``train`` (default: ``split == 'train'``) turns on shuffling, random crop with
     ``cfg.data.crop_padding`` zero padding and horizontal flip; images are resized to
     ``cfg.space.image_size`` and normalised with ``cfg.data.mean/std``. ``channels_last`` defaults to
-    ``cfg.train.channels_last`` on CUDA (where it speeds convolutions up) and off on CPU.
+    ``cfg.train.channels_last`` (NHWC batches, which speed convolutions up on CUDA and CPU).
     """
     import torch
 
@@ -328,7 +328,7 @@ def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0,
     if train is None:
         train = split == "train"
     if channels_last is None:
-        channels_last = bool(cfg.train.channels_last) and dev.type == "cuda"
+        channels_last = bool(cfg.train.channels_last)
     return BatchLoader(images, labels, batch_size=batch_size, image_size=cfg.space.image_size, train=train,
                        seed=seed, device=dev, pad=cfg.data.crop_padding, mean=cfg.data.mean, std=cfg.data.std,
                        drop_last=drop_last, preload=preload, channels_last=channels_last)

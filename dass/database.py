@@ -35,6 +35,7 @@ from .config import Config, from_dict, resolve_device, to_dict
 from .embed import functional_map, noise_input, student_map
 from .errors import CheckpointError, DassError
 from .io import atomic_torch_save, safe_torch_load, write_csv
+from .logit_cache import TeacherLogitCache
 from .records import (MODES, TaskRecords, TeacherRecord, candidate_file, load_records, save_records,
                       save_teacher_record)
 from .space import Arch, SearchSpace
@@ -84,6 +85,7 @@ def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
     """Everything that determines a student's record; a stored item with another fingerprint is redone."""
     kd = to_dict(cfg)["kd"]
     kd.pop("seeds", None)
+    kd.pop("logit_cache_mb", None)  # a speed setting: records are bit-identical with or without the cache
     doc = {"space": to_dict(cfg)["space"], "kd": kd, "embed": to_dict(cfg)["embed"], "kd_seed": cfg.db.kd_seed,
            "task": task, "index": index, "arch": arch.to_dict()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
@@ -200,13 +202,15 @@ def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_sh
             atomic_torch_save({"teacher": {"arch": trec.arch.to_dict(), "arch_enc": trec.arch_enc,
                                            "fmap": trec.fmap, "acc": trec.acc},
                                "dataset_features": feats, "num_classes": data.num_classes}, tdir / "teacher.pt")
+        # Every student of the task is distilled with db.kd_seed: they share the teacher's logits.
+        logits = TeacherLogitCache.from_config(cfg)
         for it in task_items:
             bar.set_postfix_str(f"{task_name} #{it.index}")
             fmap = student_map(teacher, it.arch, noise, cfg.kd.remap, cfg.embed.stage, channels,
                                seed=stable_seed("init", task_name, it.index))
             student = _remapped(teacher, it.arch, cfg, task_name, it.index, device)
             res = train.distill(teacher, student, data, cfg, seed=cfg.db.kd_seed, device=device, out_dir=None,
-                                progress=False)
+                                progress=False, logit_cache=logits)
             rec = {"fingerprint": fingerprint(cfg, task_name, it.index, it.arch), "task": task_name,
                    "index": it.index, "arch": it.arch.to_dict(), "arch_enc": space.encode(it.arch),
                    "fmap": fmap, "final_acc": float(res["final_acc"]), "best_acc": float(res["best_acc"]),
@@ -432,6 +436,8 @@ def build_parallel(cfg: Config, workers: int, modes: Optional[list[str]] = None,
         pool.map(_worker_teachers, [(to_dict(cfg), c) for c in chunks if c])
         log(f"[build-db] teachers ready ({time.time() - t0:.0f}s)")
         results = pool.map(_worker_shard, [(to_dict(cfg), modes, k, workers) for k in range(workers)])
+        pool.close()   # a clean shutdown: the context manager's terminate() leaks the workers' semaphores
+        pool.join()
     assembled = merge(cfg, modes, strict=True, log=log)
     return {"done": sum(r["done"] for r in results), "skipped": sum(r["skipped"] for r in results),
             "assembled": assembled}

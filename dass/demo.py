@@ -157,8 +157,9 @@ def _distill(cfg: Config, picks: dict, log) -> dict:
     from .config import resolve_device
     from .data import load_task
     from .space import Arch
-    from .train import distill, load_task_teacher
+    from .logit_cache import TeacherLogitCache
     from .remap import remapped_student
+    from .train import distill, load_task_teacher
 
     device = resolve_device(cfg.run.device)
     out = {}
@@ -166,6 +167,7 @@ def _distill(cfg: Config, picks: dict, log) -> dict:
         data = load_task(task, cfg)
         teacher, _ = load_task_teacher(cfg, task, data.num_classes, device)
         out[task] = {}
+        logits = TeacherLogitCache.from_config(cfg)  # the three students share each seed's teacher logits
         for who in ("dass", "random", "largest"):
             arch = Arch.from_dict(p[who]["arch"])
             accs = []
@@ -173,7 +175,7 @@ def _distill(cfg: Config, picks: dict, log) -> dict:
                 torch.manual_seed(seed)
                 student = remapped_student(teacher, arch, cfg.kd.remap)
                 accs.append(float(distill(teacher, student, data, cfg, seed=seed, device=device, out_dir=None,
-                                          progress=False)["best_acc"]))
+                                          progress=False, logit_cache=logits)["best_acc"]))
             out[task][who] = {"accs": accs, "mean": statistics.fmean(accs),
                               "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
             log(f"   {task:>10} {who:>8}: {out[task][who]['mean']:.2f} +- {out[task][who]['std']:.2f}")

@@ -25,7 +25,11 @@ Determinism: the model init is seeded by ``seed`` (``torch.manual_seed``) and th
 ``(seed, epoch)`` (:class:`dass.augment.BatchLoader`), so on CPU a run is bit-identical when repeated
 and after a kill + resume.
 
-CUDA fast path: bf16 autocast (``train.amp``), channels_last, the uint8 dataset preloaded on the GPU
+On every device: channels_last tensors (``train.channels_last``), and for KD an optional
+:class:`dass.logit_cache.TeacherLogitCache` through which the students of one task share the frozen
+teacher's logits (the builder and the demo pass one; bench/RESULTS.md has the gain).
+
+CUDA fast path: bf16 autocast (``train.amp``), the uint8 dataset preloaded on the GPU
 with the epoch's random crops/flips drawn up front and moved in one transfer (no per-step host
 synchronisation: losses and accuracies accumulate on the device and are read once per epoch),
 optional ``torch.compile``. DDP when launched by ``torchrun`` (``WORLD_SIZE > 1``): every rank draws
@@ -54,6 +58,7 @@ from .data import TaskData
 from .errors import ArchError, CheckpointError, ConfigError
 from .io import (append_csv_row, append_jsonl, atomic_torch_save, read_json, safe_torch_load, truncate_jsonl,
                  write_json)
+from .logit_cache import TeacherLogitCache, stream_bytes, stream_key
 from .losses import kd_loss, label_smoothed_ce
 from .nets import ResNet, check_state_dict, extract_state_dict, load_state_dict_strict, strip_module_prefix
 from .space import Arch, SearchSpace
@@ -432,7 +437,7 @@ def _check_resume(stored: dict, want: dict, path) -> None:
 
 def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, out_dir: Optional[Path],
          teacher: Optional[ResNet] = None, method: str = "kd", progress: bool = True,
-         on_epoch_end: Optional[EpochCallback] = None) -> dict:
+         on_epoch_end: Optional[EpochCallback] = None, logit_cache: Optional[TeacherLogitCache] = None) -> dict:
     device = torch.device(device)
     rank, world, _ = dist_env()
     run = _Run(out_dir, write=rank == 0)
@@ -447,7 +452,7 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     dtype = amp_dtype(cfg, device)
-    channels_last = bool(cfg.train.channels_last) and device.type == "cuda"  # CPU kernels gain nothing
+    channels_last = bool(cfg.train.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(seed)
@@ -508,15 +513,31 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         net = torch.compile(net)
     eval_net = raw if world > 1 else net
 
+    # Teacher logits shared by the students of a task (dass.logit_cache): not under DDP, where each rank
+    # sees only its slice of a batch.
+    stream: Optional[str] = None
+    if teacher is not None and logit_cache is not None and world == 1:
+        key = stream_key(teacher, task, cfg, recipe.batch_size, seed, device, dtype, channels_last)
+        rows = iters * recipe.batch_size if train_loader.drop_last else len(task.train_labels)
+        need = stream_bytes(recipe.epochs, rows, len(task.test_labels), task.num_classes)
+        stream = key if logit_cache.admit(key, need, f"KD on {task.name}") else None
+
+    def teacher_logits(x, epoch: int, b: int) -> torch.Tensor:
+        t = logit_cache.get(stream, epoch, b) if stream is not None else None
+        if t is None:
+            with torch.no_grad(), _autocast(device, dtype):
+                t = teacher(x)
+            if stream is not None:
+                logit_cache.put(stream, epoch, b, t)
+        return t
+
     if teacher is not None:
         T, a = recipe.temperature, recipe.alpha
 
-        def criterion(logits, x, y):
-            with torch.no_grad(), _autocast(device, dtype):
-                t_logits = teacher(x)
-            return kd_loss(logits, t_logits, y, T, a)
+        def criterion(logits, x, y, epoch, b):
+            return kd_loss(logits, teacher_logits(x, epoch, b), y, T, a)
     else:
-        def criterion(logits, x, y):
+        def criterion(logits, x, y, epoch, b):
             return label_smoothed_ce(logits, y, recipe.label_smoothing)
 
     t_cache: dict[int, torch.Tensor] = {}
@@ -528,11 +549,10 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
 
     def run_eval() -> tuple[float, float]:
         if teacher is not None and not t_cache:
-            # The frozen teacher's test logits never change: compute them once per run.
-            with torch.no_grad():
-                for b, (x, _) in enumerate(iterate(test_loader)):
-                    with _autocast(device, dtype):
-                        t_cache[b] = teacher(x.to(device)).float()
+            # The frozen teacher's test logits never change: compute them once per run (epoch 0 of the
+            # shared cache: once per task).
+            for b, (x, _) in enumerate(iterate(test_loader)):
+                t_cache[b] = teacher_logits(x.to(device), 0, b).float()
         return _evaluate(eval_net, test_loader, device, dtype, test_loss)
 
     bar = None
@@ -548,13 +568,13 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         count = 0
-        for x, y in iterate(train_loader):
+        for b, (x, y) in enumerate(iterate(train_loader)):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if world > 1:  # DDP: every rank drew the same global batch; train on this rank's slice
                 x, y = x[rank::world], y[rank::world]
             with _autocast(device, dtype):
                 logits = net(x)
-            loss = criterion(logits, x, y)
+            loss = criterion(logits, x, y, epoch, b)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -691,22 +711,26 @@ def train_teacher(task: TaskData, cfg, arch: Optional[Arch] = None, out_dir=None
 
 
 def distill(teacher: ResNet, student: ResNet, task: TaskData, cfg, seed: int, device="cpu", out_dir=None,
-            progress: bool = True, method: str = "kd", on_epoch_end: Optional[EpochCallback] = None) -> dict:
+            progress: bool = True, method: str = "kd", on_epoch_end: Optional[EpochCallback] = None,
+            logit_cache: Optional[TeacherLogitCache] = None) -> dict:
     """KD of an (already remapped) ``student`` from a frozen ``teacher`` (SPEC 8).
 
     ``out_dir=None``: a lean in-memory run (no files), as the database builder needs for hundreds of
     students. With ``out_dir``: the run directory described in the module docstring, resumable.
-    ``student`` is trained in place.
+    ``student`` is trained in place. ``logit_cache``: a :class:`dass.logit_cache.TeacherLogitCache`
+    shared by the KD runs of one teacher and task with the same seed; all but the first skip the
+    teacher's forward passes (bit-identical results).
     """
     if teacher.num_classes != student.num_classes or teacher.num_classes != task.num_classes:
         raise ArchError(f"teacher ({teacher.num_classes} classes), student ({student.num_classes}) and task "
                         f"{task.name} ({task.num_classes}) must have the same class count")
     return _fit(student, Recipe.kd(cfg), task, cfg, device, seed, Path(out_dir) if out_dir is not None else None,
-                teacher=teacher, method=method, progress=progress, on_epoch_end=on_epoch_end)
+                teacher=teacher, method=method, progress=progress, on_epoch_end=on_epoch_end, logit_cache=logit_cache)
 
 
 def kd_student(teacher: ResNet, arch: Arch, task: TaskData, cfg, seed: int, device="cpu", out_dir=None,
-               progress: bool = True, method: str = "kd", on_epoch_end: Optional[EpochCallback] = None) -> dict:
+               progress: bool = True, method: str = "kd", on_epoch_end: Optional[EpochCallback] = None,
+               logit_cache: Optional[TeacherLogitCache] = None) -> dict:
     """Build the student ``arch``, remap it from ``teacher`` (``kd.remap``, SPEC 3), then :func:`distill`."""
     from .remap import remapped_student
 
@@ -714,7 +738,7 @@ def kd_student(teacher: ResNet, arch: Arch, task: TaskData, cfg, seed: int, devi
     torch.manual_seed(seed)  # only the "random" strategy draws: its init follows the seed
     teacher = teacher.to(device)
     student = remapped_student(teacher, arch, cfg.kd.remap)
-    return distill(teacher, student, task, cfg, seed, device, out_dir, progress, method, on_epoch_end)
+    return distill(teacher, student, task, cfg, seed, device, out_dir, progress, method, on_epoch_end, logit_cache)
 
 
 def kd_seeds(teacher: ResNet, arch: Arch, task: TaskData, cfg, device="cpu", seeds: Optional[Sequence[int]] = None,
