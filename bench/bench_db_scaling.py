@@ -48,7 +48,7 @@ def write_toy_task(root: Path, name: str, classes: int, n_train: int, n_test: in
 
 def config(work: Path, students: int, kd_epochs: int, threads: int, db_name: str, *extra: str):
     return load_config(None, [*extra, 
-        f"data.root={work / 'data'}", f"db.out={work / db_name}", f"run.checkpoint_dir={work / 'ckpt'}",
+        f"data.root={work / 'data'}", f"db.out={work / db_name}", f"run.checkpoint_dir={work / 'ckpt'}", f"run.out_dir={work / 'runs'}",
         "run.device=cpu", "space.stage_widths=[8,16,24,32]", "space.max_depth=3",
         "space.width_multipliers=[0.5,0.75,1.0]", "space.image_size=16", "data.crop_padding=2",
         "tasks.meta_train=[toy-0]", "tasks.meta_valid=[toy-1]", "tasks.meta_test=[toy-2]",

@@ -13,8 +13,11 @@ Embedding paths:
   does today);
 * **fastembed**: ``dass.fastembed.remapped_maps`` (shared prefixes, cached slices; bit-identical --
   checked here on the first candidates and in tests/test_fastembed.py);
-* **fastembed, 2 processes**: the sorted pool split in two halves over a 2-process pool (1 thread
-  each; pool started and warmed before timing).
+* **fastembed, warm pool of 2 processes**: the sorted pool split in two halves over a pool of the
+  product's workers (``dass.fastembed._worker_init/_worker_chunk``, 1 thread each), started and warmed
+  before timing;
+* **remapped_maps_parallel(workers=2)**: one call of the product's parallel path (what ``embed.workers``
+  selects), process start-up included.
 
 Meta-training: ``MetaTrainer`` episodes (meta-batch of 8 tasks, 50 query students, second order, one
 inner step) on a seeded synthetic database of the paper's shapes, with the vmapped meta-batch
@@ -58,23 +61,6 @@ def to_records(space: SearchSpace, archs, fmaps: torch.Tensor, teacher_rec: Teac
                        macs=torch.tensor([float(space.macs(a, num_classes=CLASSES)) for a in archs]),
                        params=torch.tensor([float(space.params(a, CLASSES)) for a in archs]),
                        net_index=list(range(n)), teacher=teacher_rec, dataset_features=None)
-
-
-# --------------------------------------------------------------------------------------------- #
-# 2-process embedding (module level: picklable for the spawn pool)
-# --------------------------------------------------------------------------------------------- #
-
-_W: dict = {}
-
-
-def _worker_init(size: int) -> None:
-    torch.set_num_threads(1)
-    space = SearchSpace(image_size=size)
-    _W.update(space=space, teacher=make_teacher(space), noise=noise_input(size, 1, 0))
-
-
-def _worker_embed(archs) -> torch.Tensor:
-    return remapped_maps(_W["teacher"], archs, _W["noise"], channels=_W["space"].stage_widths[-1])
 
 
 def shared_embedding_macs(teacher: ResNet, archs, size: int) -> int:
@@ -179,23 +165,38 @@ def main() -> None:
     if not args.no_processes and device.type == "cpu" and cpu_cores() >= 2:
         import multiprocessing as mp
 
+        from dass import fastembed
+
+        # A warm pool of the product's workers (fastembed._worker_init/_worker_chunk): embedding only.
         order = sorted(range(n), key=lambda i: chain(teacher, archs[i], "copy_paste_first", 4))
-        halves = [[archs[i] for i in order[: n // 2]], [archs[i] for i in order[n // 2:]]]
-        with mp.get_context("spawn").Pool(2, initializer=_worker_init, initargs=(args.size,)) as pool:
-            pool.map(_worker_embed, [archs[:2], archs[2:4]])          # warm both workers
+        jobs = [(ids, [archs[i].to_dict() for i in ids], "copy_paste_first", 4, C)
+                for ids in (order[: n // 2], order[n // 2:])]
+        state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+        init = (teacher.arch.to_dict(), teacher.num_classes, list(teacher.strides), state, noise.cpu())
+        with mp.get_context("spawn").Pool(2, initializer=fastembed._worker_init, initargs=init) as pool:
+            pool.map(fastembed._worker_chunk, [(ids[:2], d[:2], *rest) for ids, d, *rest in jobs])   # warm-up
             tp = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                parts = pool.map(_worker_embed, halves)
+                parts = pool.map(fastembed._worker_chunk, jobs)
                 tp.append(time.perf_counter() - t0)
             pool.close()
             pool.join()
-        got = torch.cat(parts)
-        assert torch.equal(got[0], remapped_maps(teacher, [halves[0][0]], noise, channels=C)[0])
+        got = torch.zeros_like(fmaps)
+        for ids, maps in parts:
+            got[ids] = maps
+        assert torch.equal(got, fast())
         rate = [n / t for t in tp]
-        rep.figure("embed fastembed, 2 processes x 1 thread: maps/s", median(rate), "cand/s", spread(rate))
-        rep.figure("scored end to end (fastembed, 2 processes)", n / (median(tp) + rest), "cand/s",
+        rep.figure("embed fastembed, warm pool of 2 processes x 1 thread: maps/s", median(rate), "cand/s",
+                   spread(rate))
+        rep.figure("scored end to end (fastembed, warm pool of 2 processes)", n / (median(tp) + rest), "cand/s",
                    "goal: >= 200/s on 2 CPU cores")
+        # What one call of the product's parallel path costs, process start-up included.
+        t0 = time.perf_counter()
+        fastembed.remapped_maps_parallel(teacher, archs, noise, channels=C, workers=2)
+        dt = time.perf_counter() - t0
+        rep.figure("embed remapped_maps_parallel(workers=2), one call, start-up included", n / dt, "cand/s",
+                   f"{dt:.1f} s for {n}; start-up ~{dt - n / median(rate):.1f} s")
 
     # ---------------------------------------------------------------- meta-training episodes
     for vmap in (True, False):

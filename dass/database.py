@@ -86,7 +86,9 @@ def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
     kd = to_dict(cfg)["kd"]
     kd.pop("seeds", None)
     kd.pop("logit_cache_mb", None)  # a speed setting: records are bit-identical with or without the cache
-    doc = {"space": to_dict(cfg)["space"], "kd": kd, "embed": to_dict(cfg)["embed"], "kd_seed": cfg.db.kd_seed,
+    embed = to_dict(cfg)["embed"]
+    embed.pop("workers", None)      # how many processes compute a map does not change it
+    doc = {"space": to_dict(cfg)["space"], "kd": kd, "embed": embed, "kd_seed": cfg.db.kd_seed,
            "task": task, "index": index, "arch": arch.to_dict()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -311,9 +313,11 @@ def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[A
                  for i, a in enumerate(tqdm(archs, desc=f"embed {task}", unit="cand", disable=not progress))]
     else:
         # shares the computation of candidates with a common block prefix; bit-identical to student_map
-        from .fastembed import remapped_maps
+        from .fastembed import auto_workers, remapped_maps_parallel
 
-        fmaps = list(remapped_maps(teacher, archs, noise, cfg.kd.remap, cfg.embed.stage, channels))
+        workers = auto_workers(cfg.embed.workers, len(archs), device)
+        fmaps = list(remapped_maps_parallel(teacher, archs, noise, cfg.kd.remap, cfg.embed.stage, channels,
+                                            workers, progress, f"embed {task}"))
     n = len(archs)
     nan = torch.full((n,), math.nan)
     return TaskRecords(task=task, archs=list(archs), arch_enc=torch.stack([space.encode(a) for a in archs]),

@@ -18,6 +18,9 @@ redundant, and this module removes them without changing a single bit of the res
 Every tensor operation is the one ``remapped_map`` performs, with the same shapes and the same
 operands (a cached slice is the very tensor ``index_select`` returned), so each map is equal to
 ``remapped_map``'s bit for bit; the tests check ``torch.equal`` on both spaces.
+
+:func:`remapped_maps_parallel` spreads a large pool over single-threaded CPU processes
+(``embed.workers``), each running :func:`remapped_maps` on a contiguous run of the sorted pool.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .embed import pad_channels
+from .errors import ConfigError
 from .nets import ResNet, match_channels
 from .remap import STRATEGIES, _SELECT
 from .space import Arch
@@ -178,4 +182,83 @@ def remapped_maps(teacher: ResNet, archs: Sequence[Arch], noise: torch.Tensor,
     if stats is not None:
         stats.update(steps=computed, steps_per_candidate_loop=sum(len(c) for c in chains),
                      cache_hits=cache.hits, cache_misses=cache.misses)
+    return torch.stack(outs)
+
+
+# --------------------------------------------------------------------------------------------- #
+# several CPU processes
+# --------------------------------------------------------------------------------------------- #
+
+_WORKER: dict = {}
+
+
+def _worker_init(arch: dict, num_classes: int, strides: list, state: dict, noise: torch.Tensor) -> None:
+    torch.set_num_threads(1)
+    teacher = ResNet(Arch.from_dict(arch), num_classes, strides)
+    teacher.load_state_dict(state)
+    _WORKER.update(teacher=teacher.eval(), noise=noise)
+
+
+def _worker_chunk(job: tuple) -> tuple:
+    ids, arch_dicts, strategy, stage, channels = job
+    maps = remapped_maps(_WORKER["teacher"], [Arch.from_dict(d) for d in arch_dicts], _WORKER["noise"], strategy,
+                         stage, channels)
+    return ids, maps
+
+
+def auto_workers(requested: int, n_archs: int, device) -> int:
+    """``embed.workers``: >= 1 as given; 0 = one process per CPU core (at most 8) on CPUs with 4 or more
+    cores and pools of 512 or more candidates, else 1. Why: starting the processes costs ~5.6 s (spawn,
+    imports, shipping the teacher), and on 2 cores two processes embed 80 candidates/s against 55 in one,
+    so they only break even at ~1,000 candidates there (bench/RESULTS.md section 2)."""
+    import os
+
+    if requested < 0:
+        raise ConfigError(f"embed.workers={requested}: give 0 (auto) or a number of processes >= 1")
+    if requested > 0:
+        return int(requested)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.device(device).type != "cpu" or n_archs < 512 or cores < 4:
+        return 1
+    return min(8, cores)
+
+
+def remapped_maps_parallel(teacher: ResNet, archs: Sequence[Arch], noise: torch.Tensor,
+                           strategy: str = "copy_paste_first", stage: int = 4, channels: Optional[int] = None,
+                           workers: int = 2, progress: bool = False, desc: str = "embed") -> torch.Tensor:
+    """:func:`remapped_maps` spread over ``workers`` spawned CPU processes of one thread each.
+
+    Why: these batch-1 convolutions use two cores better as two single-threaded processes than as one
+    process with two threads (bench/RESULTS.md section 2: 80 vs 52 candidates/s). The pool is sorted by
+    chain and cut into contiguous chunks (so candidates sharing a prefix mostly stay together); every
+    map is computed by :func:`remapped_maps`, so the result equals the one-process call
+    (``tests/test_fastembed.py``). ``workers <= 1`` or a CUDA teacher runs in this process.
+    """
+    import multiprocessing as mp
+
+    from tqdm.auto import tqdm
+
+    archs = list(archs)
+    if workers <= 1 or teacher.conv1.weight.device.type != "cpu" or len(archs) < 2 * workers:
+        return remapped_maps(teacher, archs, noise, strategy, stage, channels)
+    if strategy not in STRATEGIES or strategy == "random":
+        raise ValueError(f"remapped_maps_parallel needs a copy strategy, got {strategy!r}")
+    order = sorted(range(len(archs)), key=lambda k: chain(teacher, archs[k], strategy, stage))
+    n_chunks = min(len(archs), 4 * workers)   # a few chunks per process: balance and a moving progress bar
+    bounds = [round(j * len(order) / n_chunks) for j in range(n_chunks + 1)]
+    jobs = [(order[a:b], [archs[k].to_dict() for k in order[a:b]], strategy, stage, channels)
+            for a, b in zip(bounds, bounds[1:]) if b > a]
+    state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+    outs: list[Optional[torch.Tensor]] = [None] * len(archs)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_worker_init,
+                  initargs=(teacher.arch.to_dict(), teacher.num_classes, list(teacher.strides), state,
+                            noise.detach().cpu())) as pool, \
+            tqdm(total=len(archs), desc=desc, unit="cand", disable=not progress, dynamic_ncols=True) as bar:
+        for ids, maps in pool.imap_unordered(_worker_chunk, jobs):
+            for k, m in zip(ids, maps):
+                outs[k] = m
+            bar.update(len(ids))
+        pool.close()   # a clean shutdown: the context manager's terminate() leaks the workers' semaphores
+        pool.join()
     return torch.stack(outs)

@@ -24,6 +24,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+_SCRATCH = {"__pycache__", ".pytest_cache", ".venv", ".ipynb_checkpoints"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_left_clean():
+    """No test may write into the checkout (a config missing a tmp path falls back to e.g. ./runs)."""
+    before = set(os.listdir(ROOT))
+    yield
+    new = sorted(set(os.listdir(ROOT)) - before - _SCRATCH)
+    assert not new, f"the tests wrote {new} into the repository root; point the config's paths at tmp_path"
+
+
 @pytest.fixture
 def small_space():
     from dass.space import SearchSpace

@@ -19,7 +19,8 @@ def data_root(tmp_path_factory):
 
 
 def tiny_cfg(data_root, out, ckpt, **over):
-    o = [f"data.root={data_root}", f"db.out={out}", f"run.checkpoint_dir={ckpt}", "run.device=cpu",
+    o = [f"data.root={data_root}", f"db.out={out}", f"run.checkpoint_dir={ckpt}", f"run.out_dir={ckpt}/runs",
+         "run.device=cpu",
          "space.stage_widths=[4,8,8,16]", "space.max_depth=2", "space.width_multipliers=[0.5,1.0]",
          "space.image_size=8", "data.crop_padding=1", "tasks.meta_train=[toy-0]", "tasks.meta_valid=[toy-1]",
          "tasks.meta_test=[toy-2]", "teacher.epochs=1", "teacher.batch_size=16", "kd.epochs=1",

@@ -65,3 +65,33 @@ def test_bad_arguments(small_space):
         remapped_maps(t, [small_space.teacher()], noise_input(16), "random")
     with pytest.raises(ValueError, match="at least one"):
         remapped_maps(t, [], noise_input(16))
+
+
+def test_parallel_processes_give_the_same_maps_in_input_order(paper_space):
+    from dass.fastembed import remapped_maps_parallel
+    from dass.space import SearchSpace
+
+    space = SearchSpace(image_size=32)
+    t = _teacher(space, 40)
+    archs = space.sample_many(14, rng=2) + [space.teacher()]
+    noise = noise_input(32, 1, seed=0)
+    one = remapped_maps(t, archs, noise, channels=256)
+    two = remapped_maps_parallel(t, archs, noise, channels=256, workers=2)
+    assert two.shape == one.shape and torch.equal(two, one)
+
+
+def test_auto_workers(monkeypatch):
+    import os
+
+    from dass.errors import ConfigError
+    from dass.fastembed import auto_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(12)), raising=False)
+    assert auto_workers(3, 10, "cpu") == 3                   # as given
+    assert auto_workers(0, 1000, "cpu") == 8                 # one per core, at most 8
+    assert auto_workers(0, 300, "cpu") == 1                  # a small pool: not worth the spawn
+    assert auto_workers(0, 1000, "cuda") == 1                # the GPU embeds in process
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert auto_workers(0, 1000, "cpu") == 1                 # 2 cores: break-even at best
+    with pytest.raises(ConfigError, match="embed.workers"):
+        auto_workers(-1, 10, "cpu")
