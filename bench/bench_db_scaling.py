@@ -24,37 +24,25 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from common import Reporter, base_parser, print_header, setup
 
 import torch  # noqa: E402
 
 from dass import database as db  # noqa: E402
 from dass.config import load_config  # noqa: E402
-
-
-def write_toy_task(root: Path, name: str, classes: int, n_train: int, n_test: int, seed: int, size: int) -> None:
-    g = np.random.default_rng(seed)
-    d = root / name
-    d.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        y = np.arange(n) % classes
-        base = (y[:, None, None, None] * (200 // classes) + 20).astype(np.int16)
-        x = np.clip(base + g.integers(-40, 40, size=(n, size, size, 3)), 0, 255).astype(np.uint8)
-        np.save(d / f"{split}_images.npy", x)
-        np.save(d / f"{split}_labels.npy", y.astype(np.int64))
+from dass.testing import write_toy_task  # noqa: E402
 
 
 def config(work: Path, students: int, kd_epochs: int, threads: int, db_name: str, *extra: str):
-    return load_config(None, [*extra, 
-        f"data.root={work / 'data'}", f"db.out={work / db_name}", f"run.checkpoint_dir={work / 'ckpt'}", f"run.out_dir={work / 'runs'}",
+    return load_config(None, [
+        f"data.root={work / 'data'}", f"db.out={work / db_name}", f"run.checkpoint_dir={work / 'ckpt'}",
+        f"run.out_dir={work / 'runs'}",
         "run.device=cpu", "space.stage_widths=[8,16,24,32]", "space.max_depth=3",
         "space.width_multipliers=[0.5,0.75,1.0]", "space.image_size=16", "data.crop_padding=2",
         "tasks.meta_train=[toy-0]", "tasks.meta_valid=[toy-1]", "tasks.meta_test=[toy-2]",
         "teacher.epochs=3", "teacher.batch_size=64", f"kd.epochs={kd_epochs}", "kd.batch_size=64",
         f"kd.eval_every={kd_epochs}", f"db.num_students={students}", f"train.num_threads={threads}",
-        "predictor.dataset_samples_per_class=4", "predictor.dataset_feature_dim=32"])
+        "predictor.dataset_samples_per_class=4", "predictor.dataset_feature_dim=32", *extra])
 
 
 def main() -> None:
@@ -73,7 +61,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dass-bench-db-"))
     try:
         for k, classes in enumerate((4, 5, 4)):
-            write_toy_task(work / "data", f"toy-{k}", classes, args.images, 64, k, 16)
+            write_toy_task(work / "data", f"toy-{k}", classes, args.images, 64, k, size=16, noise=40)
         t0 = time.perf_counter()
         cfg0 = config(work, 1, args.kd_epochs, 1, "db-teachers")
         for mode, task in db.task_plan(cfg0):

@@ -112,3 +112,22 @@ def fixture_db_for_config(cfg, root: Optional[str | Path] = None, **kw) -> dict[
 
 
 __all__ = ["make_task", "make_fixture_db", "fixture_db_for_config"]
+
+
+def write_toy_task(root, name: str, num_classes: int, n_train: int, n_test: int, seed: int, size: int = 8,
+                   noise: int = 30, meta: Optional[dict] = None) -> Path:
+    """A learnable toy task in the authors' ``<name>/{split}_{images,labels}.npy`` layout: each class has
+    its own grey level, plus uniform noise in ``[-noise, noise)`` (tests and bench/bench_db_scaling.py)."""
+    rng = np.random.default_rng(seed)
+    d = Path(root) / name
+    d.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % num_classes
+        base = (y[:, None, None, None] * (200 // num_classes) + 20).astype(np.int16)
+        x = np.clip(base + rng.integers(-noise, noise, size=(n, size, size, 3)), 0, 255).astype(np.uint8)
+        np.save(d / f"{split}_images.npy", x)
+        np.save(d / f"{split}_labels.npy", y.astype(np.int64))
+    if meta is not None:
+        import json
+        (d / "meta.json").write_text(json.dumps(meta))
+    return d

@@ -28,19 +28,9 @@ ENV.pop("DASS_MIRROR", None)
 def write_task(root: Path, name: str, num_classes: int, n_train: int, n_test: int, seed: int,
                size: int = 8, meta: Optional[dict] = None) -> Path:
     """A learnable toy task (class-dependent colour + noise) in the ``<name>/{split}_{images,labels}.npy`` layout."""
-    rng = np.random.default_rng(seed)
-    d = Path(root) / name
-    d.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        y = np.arange(n) % num_classes
-        base = (y[:, None, None, None] * (200 // num_classes) + 20).astype(np.int16)
-        x = np.clip(base + rng.integers(-30, 30, size=(n, size, size, 3)), 0, 255).astype(np.uint8)
-        np.save(d / f"{split}_images.npy", x)
-        np.save(d / f"{split}_labels.npy", y.astype(np.int64))
-    if meta is not None:
-        import json
-        (d / "meta.json").write_text(json.dumps(meta))
-    return d
+    from dass.testing import write_toy_task
+
+    return write_toy_task(root, name, num_classes, n_train, n_test, seed, size, 30, meta)
 
 
 def tiny_config(tmp: Path, data_root: Path, **sections) -> dict:

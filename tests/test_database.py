@@ -146,3 +146,17 @@ def test_bad_shard_arguments(reference):
     cfg, _ = reference
     with pytest.raises(DassError, match="--shard 2"):
         db.build(cfg, shard=2, num_shards=2, progress=False)
+
+
+def test_fingerprint_ignores_speed_settings_only(tmp_path):
+    """Records do not depend on the logit cache or the embedding processes: changing them must not
+    make a build redo its students; a recipe change must."""
+    from dass.space import Arch
+
+    arch = Arch([1, 1, 1, 1], [[2], [4], [4], [8]])
+    base = db.fingerprint(tiny_cfg(tmp_path, tmp_path / "db", tmp_path / "ck"), "toy-0", 0, arch)
+    speed = tiny_cfg(tmp_path, tmp_path / "db", tmp_path / "ck", **{"kd.logit_cache_mb": 0, "embed.workers": 3})
+    assert db.fingerprint(speed, "toy-0", 0, arch) == base
+    for key, value in (("kd.lr", 0.123), ("embed.noise_seed", 5), ("kd.epochs", 2)):
+        other = tiny_cfg(tmp_path, tmp_path / "db", tmp_path / "ck", **{key: value})
+        assert db.fingerprint(other, "toy-0", 0, arch) != base, key
