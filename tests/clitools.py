@@ -33,6 +33,13 @@ def write_task(root: Path, name: str, num_classes: int, n_train: int, n_test: in
     return write_toy_task(root, name, num_classes, n_train, n_test, seed, size, 30, meta)
 
 
+def write_toy_tasks(root: Path, n_train: int, n_test: int) -> Path:
+    """toy-0, toy-1, toy-2 (3, 4 and 3 classes): one task per split of :func:`tiny_config`'s config."""
+    for k, nc in enumerate((3, 4, 3)):
+        write_task(root, f"toy-{k}", nc, n_train, n_test, k)
+    return root
+
+
 def tiny_config(tmp: Path, data_root: Path, **sections) -> dict:
     """The tiny configuration as a dict (sections are merged over the defaults given here)."""
     tmp = Path(tmp)

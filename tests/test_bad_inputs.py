@@ -22,17 +22,14 @@ import pytest
 import torch
 import yaml
 
-from clitools import ENV, ROOT, files_under, run_main, tiny_config, write_config, write_task
+from clitools import ENV, ROOT, files_under, run_main, tiny_config, write_config, write_toy_tasks
 
 ARCH = json.dumps({"depth_config": [1, 1, 1, 1], "channel_widths": [[2], [4], [4], [8]]})
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    for k, nc in enumerate((3, 4, 3)):
-        write_task(root, f"toy-{k}", nc, 32, 16, k)
-    return root
+    return write_toy_tasks(tmp_path_factory.mktemp("data"), 32, 16)
 
 
 def assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> str:

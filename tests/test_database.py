@@ -7,15 +7,12 @@ from dass.config import load_config
 from dass.errors import DassError
 from dass.records import load_records, task_file
 
-from clitools import write_task
+from clitools import write_toy_tasks
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    for k, nc in enumerate((3, 4, 3)):
-        write_task(root, f"toy-{k}", nc, 48, 24, k)
-    return root
+    return write_toy_tasks(tmp_path_factory.mktemp("data"), 48, 24)
 
 
 def tiny_cfg(data_root, out, ckpt, **over):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clitools import tiny_config, write_config, write_task
+from clitools import tiny_config, write_config, write_toy_tasks
 
 RECORD_FIELDS = ("arch_enc", "fmaps", "best_acc", "final_acc", "final_loss", "macs", "params")
 
@@ -20,10 +20,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    for k, nc in enumerate((3, 4, 3)):
-        write_task(root, f"toy-{k}", nc, 48, 24, k)
-    return root
+    return write_toy_tasks(tmp_path_factory.mktemp("data"), 48, 24)
 
 
 def _db_cfg(tmp, data_root, **db):
