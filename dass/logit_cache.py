@@ -71,6 +71,7 @@ class TeacherLogitCache:
         self.max_bytes = int(max_bytes)
         self._store: dict[tuple[str, int, int], torch.Tensor] = {}
         self._streams: dict[str, int] = {}   # stream key -> bytes reserved
+        self._refused: set[str] = set()       # streams that did not fit (reported once)
         self.hits = 0
         self.misses = 0
 
@@ -90,9 +91,12 @@ class TeacherLogitCache:
             return True
         used = sum(self._streams.values())
         if used + nbytes > self.max_bytes:
-            print(f"[kd] teacher-logit cache: {what or 'this run'} needs {nbytes / 2 ** 20:.0f} MB, "
-                  f"{(self.max_bytes - used) / 2 ** 20:.0f} MB left of kd.logit_cache_mb="
-                  f"{self.max_bytes / 2 ** 20:.0f}; the teacher runs every step (raise kd.logit_cache_mb to cache)",
+            if key in self._refused:
+                return False
+            self._refused.add(key)
+            print(f"[kd] teacher-logit cache: {what or 'this run'} needs {nbytes / 2 ** 20:.1f} MB, "
+                  f"{(self.max_bytes - used) / 2 ** 20:.1f} MB left of kd.logit_cache_mb="
+                  f"{self.max_bytes / 2 ** 20:g}; the teacher runs on every batch (raise the setting to cache)",
                   file=sys.stderr, flush=True)
             return False
         self._streams[key] = int(nbytes)
@@ -113,3 +117,4 @@ class TeacherLogitCache:
     def clear(self) -> None:
         self._store.clear()
         self._streams.clear()
+        self._refused.clear()
