@@ -224,6 +224,13 @@ def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_sh
             bar.update(1)
             if after_item is not None:
                 after_item(it)
+        if logits is not None and logits.hits:
+            msg = (f"[build-db] {task_name}: teacher logits computed once ({logits.nbytes / 2 ** 20:.1f} MB), "
+                   f"read by the {len(task_items) - 1} other students")
+            if progress:
+                bar.write(msg)   # above the progress bar
+            else:
+                log(msg)
     bar.close()
     assembled = merge(cfg, modes, strict=False, log=log)
     return {"done": done, "skipped": len(mine) - len(todo), "assembled": assembled}

@@ -49,8 +49,11 @@ def _assert_same(a, b):
 def reference(data_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("ref")
     cfg = tiny_cfg(data_root, base / "db", base / "ckpt")
-    res = db.build(cfg, progress=False, log=lambda s: None)
+    lines = []
+    res = db.build(cfg, progress=False, log=lines.append)
     assert res["done"] == 9 and sorted(res["assembled"]) == ["toy-0", "toy-1", "toy-2"]
+    shared = [ln for ln in lines if "teacher logits computed once" in ln]
+    assert len(shared) == 3 and all("the 2 other students" in ln for ln in shared), lines
     return cfg, _snapshot(cfg)
 
 
@@ -157,3 +160,12 @@ def test_fingerprint_ignores_speed_settings_only(tmp_path):
     for key, value in (("kd.lr", 0.123), ("embed.noise_seed", 5), ("kd.epochs", 2)):
         other = tiny_cfg(tmp_path, tmp_path / "db", tmp_path / "ck", **{key: value})
         assert db.fingerprint(other, "toy-0", 0, arch) != base, key
+
+
+def test_records_are_the_same_without_the_logit_cache(data_root, reference, tmp_path):
+    ref_cfg, ref = reference
+    cfg = tiny_cfg(data_root, tmp_path / "db", ref_cfg.run.checkpoint_dir, **{"kd.logit_cache_mb": 0})
+    lines = []
+    db.build(cfg, progress=False, log=lines.append)
+    assert not any("teacher logits computed once" in ln for ln in lines)
+    _assert_same(_snapshot(cfg), ref)
