@@ -8,7 +8,9 @@ Public API (kept stable; the CLI, scripts and notebook use it):
 - :mod:`dass.remap` -- ``remap(teacher, student, strategy)``
 - :mod:`dass.data` -- ``load_task(name, cfg)``, ``make_loader(task, cfg, split, batch_size)``
 - :mod:`dass.train` -- ``train_teacher``, ``distill``, ``kd_student``, ``evaluate``
-- :mod:`dass.embed` -- ``noise_input``, ``functional_map``, ``student_map``
+- :mod:`dass.logit_cache` -- ``TeacherLogitCache`` (pass to ``distill`` to share teacher logits)
+- :mod:`dass.embed` -- ``noise_input``, ``functional_map``, ``student_map``;
+  :mod:`dass.fastembed` -- ``remapped_maps``, ``remapped_maps_parallel``
 - :mod:`dass.database` / :mod:`dass.records` -- ``build``, ``merge``, ``load_records``
 - :mod:`dass.meta` -- ``MetaTrainer``, ``load_predictor``, ``predict``, ``evaluate_task``
 - :mod:`dass.search` -- ``run_search(cfg, task)``; :mod:`dass.demo` -- ``run_demo(cfg)``
