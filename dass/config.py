@@ -349,6 +349,10 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError("config keys 'meta.n_query/episodes/eval_every' must be positive")
     if cfg.db.num_students < 1:
         raise ConfigError("config key 'db.num_students' must be positive")
+    if cfg.kd.logit_cache_mb < 0:
+        raise ConfigError("config key 'kd.logit_cache_mb' must be >= 0 (0 switches the teacher-logit cache off)")
+    if cfg.embed.workers < 0:
+        raise ConfigError("config key 'embed.workers' must be >= 0 (0 = automatic, 1 = in this process)")
 
 
 # --------------------------------------------------------------------------------------------- #

@@ -70,6 +70,13 @@ def test_unknown_config_key(tmp_path, data_root):
     _cli_case(tmp_path, cfg, "train-teacher", "--task", "toy-0", needles=("unknown config key 'kd.epochz'",))
 
 
+@pytest.mark.parametrize("section,key,value", [("kd", "logit_cache_mb", -1), ("embed", "workers", -2)])
+def test_negative_speed_settings(tmp_path, data_root, section, key, value):
+    cfg = tiny_config(tmp_path, data_root)
+    cfg.setdefault(section, {})[key] = value
+    _cli_case(tmp_path, cfg, "build-db", needles=(f"'{section}.{key}' must be >= 0",))
+
+
 # --------------------------------------------------------------------------------------------- #
 # datasets
 # --------------------------------------------------------------------------------------------- #
