@@ -168,11 +168,8 @@ def main() -> None:
         from dass import fastembed
 
         # A warm pool of the product's workers (fastembed._worker_init/_worker_chunk): embedding only.
-        order = sorted(range(n), key=lambda i: chain(teacher, archs[i], "copy_paste_first", 4))
-        jobs = [(ids, [archs[i].to_dict() for i in ids], "copy_paste_first", 4, C)
-                for ids in (order[: n // 2], order[n // 2:])]
-        state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
-        init = (teacher.arch.to_dict(), teacher.num_classes, list(teacher.strides), state, noise.cpu())
+        jobs = fastembed.chunk_jobs(teacher, archs, 2, channels=C)   # one half of the sorted pool each
+        init = fastembed.worker_initargs(teacher, noise)
         with mp.get_context("spawn").Pool(2, initializer=fastembed._worker_init, initargs=init) as pool:
             pool.map(fastembed._worker_chunk, [(ids[:2], d[:2], *rest) for ids, d, *rest in jobs])   # warm-up
             tp = []

@@ -206,6 +206,22 @@ def _worker_chunk(job: tuple) -> tuple:
     return ids, maps
 
 
+def worker_initargs(teacher: ResNet, noise: torch.Tensor) -> tuple:
+    """What :func:`_worker_init` needs to rebuild ``teacher`` and the noise in a spawned process."""
+    state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+    return teacher.arch.to_dict(), teacher.num_classes, list(teacher.strides), state, noise.detach().cpu()
+
+
+def chunk_jobs(teacher: ResNet, archs: Sequence[Arch], n_chunks: int, strategy: str = "copy_paste_first",
+               stage: int = 4, channels: Optional[int] = None) -> list[tuple]:
+    """:func:`_worker_chunk` jobs: the pool sorted by chain, cut into ``n_chunks`` contiguous runs (candidates
+    sharing a prefix mostly stay together); each job carries its candidates' input positions."""
+    order = sorted(range(len(archs)), key=lambda k: chain(teacher, archs[k], strategy, stage))
+    bounds = [round(j * len(order) / n_chunks) for j in range(n_chunks + 1)]
+    return [(order[a:b], [archs[k].to_dict() for k in order[a:b]], strategy, stage, channels)
+            for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
 def auto_workers(requested: int, n_archs: int, device) -> int:
     """``embed.workers``: >= 1 as given; 0 = one process per CPU core (at most 8) on CPUs with 4 or more
     cores and pools of 512 or more candidates, else 1. Why: starting the processes costs ~5.6 s (spawn,
@@ -243,17 +259,11 @@ def remapped_maps_parallel(teacher: ResNet, archs: Sequence[Arch], noise: torch.
         return remapped_maps(teacher, archs, noise, strategy, stage, channels)
     if strategy not in STRATEGIES or strategy == "random":
         raise ValueError(f"remapped_maps_parallel needs a copy strategy, got {strategy!r}")
-    order = sorted(range(len(archs)), key=lambda k: chain(teacher, archs[k], strategy, stage))
-    n_chunks = min(len(archs), 4 * workers)   # a few chunks per process: balance and a moving progress bar
-    bounds = [round(j * len(order) / n_chunks) for j in range(n_chunks + 1)]
-    jobs = [(order[a:b], [archs[k].to_dict() for k in order[a:b]], strategy, stage, channels)
-            for a, b in zip(bounds, bounds[1:]) if b > a]
-    state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+    # a few chunks per process: balance and a moving progress bar
+    jobs = chunk_jobs(teacher, archs, min(len(archs), 4 * workers), strategy, stage, channels)
     outs: list[Optional[torch.Tensor]] = [None] * len(archs)
     ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init,
-                  initargs=(teacher.arch.to_dict(), teacher.num_classes, list(teacher.strides), state,
-                            noise.detach().cpu())) as pool, \
+    with ctx.Pool(workers, initializer=_worker_init, initargs=worker_initargs(teacher, noise)) as pool, \
             tqdm(total=len(archs), desc=desc, unit="cand", disable=not progress, dynamic_ncols=True) as bar:
         for ids, maps in pool.imap_unordered(_worker_chunk, jobs):
             for k, m in zip(ids, maps):
