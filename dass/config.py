@@ -57,6 +57,8 @@ class DataConfig:
     synthetic_num_tasks: int = 12
     synthetic_train_per_class: int = 100
     synthetic_test_per_class: int = 40
+    synthetic_family: str = field(default="v1", metadata=_choices("v1", "v2"))  # v2: the benchmark family
+    synthetic_min_test_images: int = 0  # raise test images per class to reach this many per task
     # scikit-learn's bundled digits (the real unseen task): stratified test share, split seeded by synthetic_seed
     digits_test_fraction: float = 0.3
 
@@ -139,8 +141,15 @@ class DatabaseConfig:
 
     out: str = "preprocessed/ours"
     num_students: int = 50          # students sampled per task
+    num_students_meta_test: int = 0  # students per unseen (meta-test) task; 0 = num_students
     sample_seed: int = 0
     kd_seed: int = 0                # ground truth = one KD run per student (SPEC 8)
+    # The benchmark's labels: the mean over these KD seeds, each seed's accuracy kept as well
+    # (docs/method.md#benchmark). Empty = [kd_seed].
+    kd_seeds: list[int] = field(default_factory=list)
+    # The first this-many students of every task are the same architectures (drawn once for all tasks):
+    # how differently tasks rank them measures whether the best student depends on the task.
+    shared_students: int = 0
     num_candidates: int = 1000      # search-candidate pool per meta-test dataset
     candidate_seed: int = 1
 
@@ -349,6 +358,8 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError("config keys 'meta.n_query/episodes/eval_every' must be positive")
     if cfg.db.num_students < 1:
         raise ConfigError("config key 'db.num_students' must be positive")
+    if cfg.db.num_students_meta_test < 0 or cfg.db.shared_students < 0:
+        raise ConfigError("config keys 'db.num_students_meta_test' and 'db.shared_students' must be >= 0")
     if cfg.kd.logit_cache_mb < 0:
         raise ConfigError("config key 'kd.logit_cache_mb' must be >= 0 (0 switches the teacher-logit cache off)")
     if cfg.embed.workers < 0:

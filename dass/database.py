@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -59,11 +60,40 @@ def task_plan(cfg: Config, modes: Optional[list[str]] = None) -> list[tuple[str,
     return out
 
 
-def students_for(cfg: Config, task: str) -> list[Arch]:
-    """The task's sampled students: deterministic in (db.sample_seed, task), the teacher excluded."""
+def label_seeds(cfg: Config) -> list[int]:
+    """The KD seeds whose mean accuracy labels a student: ``db.kd_seeds``, or ``[db.kd_seed]``."""
+    return [int(s) for s in cfg.db.kd_seeds] or [int(cfg.db.kd_seed)]
+
+
+def shared_students(cfg: Config) -> list[Arch]:
+    """The ``db.shared_students`` architectures every task distils first (the same for all tasks)."""
     space = SearchSpace.from_config(cfg)
-    return space.sample_many(cfg.db.num_students, rng=stable_seed("students", cfg.db.sample_seed, task),
+    return space.sample_many(cfg.db.shared_students, rng=stable_seed("shared-students", cfg.db.sample_seed),
                              unique=True, exclude_teacher=True)
+
+
+def num_students(cfg: Config, mode: str) -> int:
+    if mode == "meta_test" and cfg.db.num_students_meta_test > 0:
+        return cfg.db.num_students_meta_test
+    return cfg.db.num_students
+
+
+def students_for(cfg: Config, task: str, mode: str = "meta_train") -> list[Arch]:
+    """The task's sampled students: the shared ones first, then draws deterministic in
+    (db.sample_seed, task), all distinct, the teacher excluded."""
+    space = SearchSpace.from_config(cfg)
+    count = num_students(cfg, mode)
+    shared = shared_students(cfg)[:count]
+    rest = count - len(shared)
+    if not shared:
+        return space.sample_many(rest, rng=stable_seed("students", cfg.db.sample_seed, task),
+                                 unique=True, exclude_teacher=True)
+    seen, own = set(shared), []
+    g = np.random.default_rng(stable_seed("students", cfg.db.sample_seed, task))
+    while len(own) < rest:
+        own += [a for a in space.sample_many(rest - len(own), rng=g, unique=True, exclude_teacher=True)
+                if a not in seen and not seen.add(a)]
+    return shared + own
 
 
 @dataclass(frozen=True)
@@ -77,7 +107,7 @@ class WorkItem:
 def work_items(cfg: Config, modes: Optional[list[str]] = None) -> list[WorkItem]:
     items = []
     for mode, task in task_plan(cfg, modes):
-        items += [WorkItem(mode, task, i, a) for i, a in enumerate(students_for(cfg, task))]
+        items += [WorkItem(mode, task, i, a) for i, a in enumerate(students_for(cfg, task, mode))]
     return items
 
 
@@ -88,8 +118,12 @@ def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
     kd.pop("logit_cache_mb", None)  # a speed setting: records are bit-identical with or without the cache
     embed = to_dict(cfg)["embed"]
     embed.pop("workers", None)      # how many processes compute a map does not change it
+    data = to_dict(cfg)["data"]
+    data.pop("root", None)          # where the tasks live does not change them; how they were made does
     doc = {"space": to_dict(cfg)["space"], "kd": kd, "embed": embed, "kd_seed": cfg.db.kd_seed,
-           "task": task, "index": index, "arch": arch.to_dict()}
+           "task": task, "index": index, "arch": arch.to_dict(), "data": data}
+    if cfg.db.kd_seeds:   # absent otherwise, so single-seed items keep their fingerprints
+        doc["kd_seeds"] = label_seeds(cfg)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -204,19 +238,21 @@ def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_sh
             atomic_torch_save({"teacher": {"arch": trec.arch.to_dict(), "arch_enc": trec.arch_enc,
                                            "fmap": trec.fmap, "acc": trec.acc},
                                "dataset_features": feats, "num_classes": data.num_classes}, tdir / "teacher.pt")
-        # Every student of the task is distilled with db.kd_seed: they share the teacher's logits.
+        # Every student of the task is distilled with the same seed(s): they share the teacher's logits.
         logits = TeacherLogitCache.from_config(cfg)
+        seeds = label_seeds(cfg)
         for it in task_items:
             bar.set_postfix_str(f"{task_name} #{it.index}")
             fmap = student_map(teacher, it.arch, noise, cfg.kd.remap, cfg.embed.stage, channels,
                                seed=stable_seed("init", task_name, it.index))
-            student = _remapped(teacher, it.arch, cfg, task_name, it.index, device)
-            res = train.distill(teacher, student, data, cfg, seed=cfg.db.kd_seed, device=device, out_dir=None,
-                                progress=False, logit_cache=logits)
+            runs = []
+            for seed in seeds:
+                student = _remapped(teacher, it.arch, cfg, task_name, it.index, device)
+                runs.append(train.distill(teacher, student, data, cfg, seed=seed, device=device, out_dir=None,
+                                          progress=False, logit_cache=logits))
             rec = {"fingerprint": fingerprint(cfg, task_name, it.index, it.arch), "task": task_name,
                    "index": it.index, "arch": it.arch.to_dict(), "arch_enc": space.encode(it.arch),
-                   "fmap": fmap, "final_acc": float(res["final_acc"]), "best_acc": float(res["best_acc"]),
-                   "final_loss": float(res["final_loss"]),
+                   "fmap": fmap, **_labels(runs, seeds),
                    "macs": float(space.macs(it.arch, num_classes=data.num_classes)),
                    "params": float(space.params(it.arch, data.num_classes))}
             atomic_torch_save(rec, item_file(cfg, it))
@@ -234,6 +270,17 @@ def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_sh
     bar.close()
     assembled = merge(cfg, modes, strict=False, log=log)
     return {"done": done, "skipped": len(mine) - len(todo), "assembled": assembled}
+
+
+def _labels(runs: list[dict], seeds: list[int]) -> dict:
+    """A student's labels: the mean over its KD seeds (the value itself for one seed, so single-seed
+    records are unchanged), plus each seed's accuracies when there are several."""
+    out = {k: float(np.mean([float(r[k]) for r in runs])) if len(runs) > 1 else float(runs[0][k])
+           for k in ("final_acc", "best_acc", "final_loss")}
+    if len(runs) > 1:
+        out.update(kd_seeds=list(seeds), seed_final_acc=[float(r["final_acc"]) for r in runs],
+                   seed_best_acc=[float(r["best_acc"]) for r in runs])
+    return out
 
 
 def _remapped(teacher, arch: Arch, cfg: Config, task: str, index: int, device):
@@ -261,11 +308,15 @@ def assemble(cfg: Config, mode: str, task: str) -> Optional[TaskRecords]:
     ti = t["teacher"]
     teacher = TeacherRecord(Arch.from_dict(ti["arch"]), ti["arch_enc"], ti["fmap"], float(ti["acc"]))
     f = lambda k: torch.tensor([r[k] for r in recs], dtype=torch.float32)  # noqa: E731
+    per_seed = {}
+    if "seed_best_acc" in recs[0]:   # students x seeds -> seeds x students
+        per_seed = {"kd_seeds": list(recs[0]["kd_seeds"]), "seed_best_acc": f("seed_best_acc").T.contiguous(),
+                    "seed_final_acc": f("seed_final_acc").T.contiguous()}
     return TaskRecords(task=task, archs=[Arch.from_dict(r["arch"]) for r in recs],
                        arch_enc=torch.stack([r["arch_enc"] for r in recs]), fmaps=torch.stack([r["fmap"] for r in recs]),
                        best_acc=f("best_acc"), final_acc=f("final_acc"), final_loss=f("final_loss"),
                        macs=f("macs"), params=f("params"), net_index=[r["index"] for r in recs], teacher=teacher,
-                       dataset_features=t.get("dataset_features"))
+                       dataset_features=t.get("dataset_features"), **per_seed)
 
 
 def merge(cfg: Config, modes: Optional[list[str]] = None, strict: bool = True,
@@ -381,10 +432,21 @@ def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = Fal
 # report
 # --------------------------------------------------------------------------------------------- #
 
+def _chance(cfg: Config, mode: str, task: str) -> float:
+    """Chance accuracy (percent) from the class count the build stored; NaN when unknown."""
+    p = work_dir(cfg) / mode / task / "teacher.pt"
+    try:
+        k = int(safe_torch_load(p, what="teacher record").get("num_classes", 0)) if p.is_file() else 0
+    except (CheckpointError, AttributeError, TypeError, ValueError):
+        k = 0
+    return 100.0 / k if k else math.nan
+
+
 def sanity_report(cfg: Config, modes: Optional[list[str]] = None) -> list[dict]:
-    """Per task: spread of student accuracies and Spearman(accuracy, params) -- a degenerate database
-    (all students equal, or accuracy unrelated to size everywhere) shows at once."""
-    from scipy.stats import spearmanr
+    """Per task (docs/method.md#benchmark): the spread of student accuracies, how far the teacher is above
+    chance, Spearman(accuracy, MACs) and (accuracy, params), and with several KD seeds the noise ceiling
+    (``seed_rho``: Spearman between two seeds; ``ceiling``: of their mean). Written to ``report.csv``."""
+    from .stats import noise_ceiling, spearman_rows
 
     rows = []
     for mode, task in task_plan(cfg, modes):
@@ -393,14 +455,61 @@ def sanity_report(cfg: Config, modes: Optional[list[str]] = None) -> list[dict]:
         except DassError:
             continue
         acc = rec.best_acc
-        rho = spearmanr(acc.numpy(), rec.params.numpy()).statistic if acc.std() > 0 else float("nan")
+        rho = lambda x: float(spearman_rows(acc.numpy(), x.numpy())[0]) if acc.std() > 0 else math.nan  # noqa: E731
+        chance = _chance(cfg, mode, task)
+        nc = noise_ceiling(rec.seed_best_acc.numpy()) if rec.seed_best_acc is not None else {}
         rows.append({"mode": mode, "task": task, "students": len(rec), "teacher_acc": round(rec.teacher.acc, 2),
+                     "x_chance": round(rec.teacher.acc / chance, 2) if chance == chance else "",
                      "acc_mean": round(float(acc.mean()), 2), "acc_std": round(float(acc.std()), 2),
                      "acc_min": round(float(acc.min()), 2), "acc_max": round(float(acc.max()), 2),
-                     "spearman_acc_params": round(float(rho), 3)})
+                     "spearman_acc_macs": round(rho(rec.macs), 3),
+                     "spearman_acc_params": round(rho(rec.params), 3),
+                     "seed_rho": round(nc["seed_rho"], 3) if nc else "",
+                     "ceiling": round(nc["ceiling"], 3) if nc else ""})
     if rows:
         write_csv(Path(cfg.db.out) / "report.csv", rows)
     return rows
+
+
+def family_summary(cfg: Config, rows: list[dict], modes: Optional[list[str]] = None) -> dict:
+    """Does the best student depend on the task? (docs/method.md#benchmark)
+
+    ``low_macs``: tasks with Spearman(accuracy, MACs) < 0.5 while their ceiling is > 0.8; the family passes
+    when they are at least a third of its tasks. ``tau``: pairwise Kendall tau between tasks' rankings of
+    the ``db.shared_students`` architectures every task distilled (mean, min, max over task pairs).
+    """
+    from itertools import combinations
+
+    from .metrics import kendall
+
+    low = [r["task"] for r in rows if r["spearman_acc_macs"] < 0.5 and r["ceiling"] != "" and r["ceiling"] > 0.8]
+    out = {"tasks": len(rows), "low_macs": low, "passes": bool(rows) and 3 * len(low) >= len(rows)}
+    k = cfg.db.shared_students
+    accs = {}
+    for mode, task in task_plan(cfg, modes):
+        if k < 2:
+            break
+        try:
+            accs[task] = load_records(cfg.db.out, mode, task, with_teacher=False).best_acc[:k].numpy()
+        except DassError:
+            continue
+    taus = [kendall(accs[a], accs[b]) for a, b in combinations(accs, 2)]
+    taus = [t for t in taus if t == t]
+    if taus:
+        out["tau"] = {"pairs": len(taus), "mean": float(np.mean(taus)), "min": float(np.min(taus)),
+                      "max": float(np.max(taus)), "shared_students": k}
+    return out
+
+
+def format_family(summary: dict) -> str:
+    n, low = summary["tasks"], summary["low_macs"]
+    lines = [f"[build-db] task family: {len(low)} of {n} tasks have Spearman(accuracy, MACs) < 0.5 with a noise "
+             f"ceiling > 0.8 ({'passes' if summary['passes'] else 'does NOT pass'}: at least a third needed)"]
+    if "tau" in summary:
+        t = summary["tau"]
+        lines.append(f"[build-db] the {t['shared_students']} shared students ranked by {t['pairs']} task pairs: "
+                     f"Kendall tau mean {t['mean']:.2f} (min {t['min']:.2f}, max {t['max']:.2f})")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict]) -> str:

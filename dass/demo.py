@@ -123,9 +123,9 @@ def _meta_train(cfg: Config, log) -> dict:
 
 
 def _meta_test(cfg: Config, ckpt: str) -> list[dict]:
-    from .meta_test import run_meta_test
+    from .evaluate import run_meta_test
 
-    return run_meta_test(cfg, checkpoint=ckpt, baselines="all", progress=False)
+    return run_meta_test(cfg, checkpoint=ckpt, baselines="all", progress=False).rows
 
 
 def _search(cfg: Config, ckpt: str) -> dict:

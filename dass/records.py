@@ -61,6 +61,10 @@ class TaskRecords:
     teacher: Optional[TeacherRecord] = None
     dataset_features: Optional[torch.Tensor] = None  # classes x samples x F, for the D input
     extra: dict = field(default_factory=dict)
+    # Multi-seed labels (docs/method.md#benchmark): best_acc/final_acc are then the means over these seeds.
+    kd_seeds: Optional[list[int]] = None
+    seed_best_acc: Optional[torch.Tensor] = None    # seeds x N
+    seed_final_acc: Optional[torch.Tensor] = None   # seeds x N
 
     def __len__(self) -> int:
         return len(self.archs)
@@ -68,10 +72,12 @@ class TaskRecords:
     def subset(self, idx) -> "TaskRecords":
         idx = torch.as_tensor(idx, dtype=torch.long)
         il = idx.tolist()
+        cols = lambda t: None if t is None else t[:, idx]  # noqa: E731
         return TaskRecords(self.task, [self.archs[i] for i in il], self.arch_enc[idx], self.fmaps[idx],
                            self.best_acc[idx], self.final_acc[idx], self.final_loss[idx], self.macs[idx],
                            self.params[idx], [self.net_index[i] for i in il], self.teacher,
-                           self.dataset_features, dict(self.extra))
+                           self.dataset_features, dict(self.extra), self.kd_seeds, cols(self.seed_best_acc),
+                           cols(self.seed_final_acc))
 
 
 def _fmap(t: torch.Tensor) -> torch.Tensor:
@@ -96,6 +102,10 @@ def records_to_dict(rec: TaskRecords) -> dict:
     }
     if rec.dataset_features is not None:
         d["dataset_features"] = rec.dataset_features.clone()
+    if rec.seed_best_acc is not None:   # project keys: one list per seed, parallel to the students
+        d["kd_seeds"] = list(rec.kd_seeds)
+        d["seed_best_acc"] = rec.seed_best_acc.tolist()
+        d["seed_final_acc"] = rec.seed_final_acc.tolist()
     return d
 
 
@@ -130,10 +140,23 @@ def dict_to_records(d: dict, task: str, source: str, space: Optional[SearchSpace
         params = torch.tensor([float(space.params(a, num_classes)) for a in archs])
     else:
         macs, params = vec("macs"), vec("params")
+    per_seed = {}
+    if "seed_best_acc" in d:
+        per_seed = {"kd_seeds": [int(x) for x in d["kd_seeds"]],
+                    "seed_best_acc": _seed_table(d, "seed_best_acc", n, source),
+                    "seed_final_acc": _seed_table(d, "seed_final_acc", n, source)}
     return TaskRecords(task=task, archs=archs, arch_enc=arch_enc, fmaps=fmaps, best_acc=vec("best_acc"),
                        final_acc=vec("final_acc"), final_loss=vec("final_loss"), macs=macs, params=params,
                        net_index=[int(x) for x in d["net_index"]],
-                       dataset_features=d.get("dataset_features"))
+                       dataset_features=d.get("dataset_features"), **per_seed)
+
+
+def _seed_table(d: dict, key: str, n: int, source: str) -> torch.Tensor:
+    t = torch.tensor(d.get(key, []), dtype=torch.float32)
+    if t.dim() != 2 or t.shape != (len(d.get("kd_seeds", [])), n):
+        raise DassError(f"{source}: '{key}' must hold one list of {n} accuracies per entry of 'kd_seeds'; the file "
+                        f"is corrupt, rebuild it")
+    return t
 
 
 def task_file(root: str | os.PathLike, mode: str, task: str) -> Path:

@@ -24,8 +24,9 @@ import torch
 import yaml
 
 from .config import Config, resolve_device
-from .errors import DassError
+from .errors import ConfigError, DassError
 from .io import atomic_torch_save, atomic_write_text, write_csv
+from .methods import get, score, variant_config
 from .records import TaskRecords, candidate_file
 from .space import Arch, SearchSpace
 
@@ -109,8 +110,13 @@ def score_candidates(cfg: Config, records: TaskRecords, method: str = "dass",
         ckpt = checkpoint or str(Path(cfg.meta.out) / "best.pt")
         model, lrs, _ = load_predictor(ckpt, device or "cpu")
         return predict(model, lrs, records, adapt=cfg.meta.adapt, cfg=cfg).detach().cpu().float().flatten()
-    from .baselines import score
 
+    if get(method).trained:   # a trained baseline: the predictor meta-test trained for it
+        ckpt = checkpoint or str(Path(variant_config(cfg, method).meta.out) / "best.pt")
+        if not Path(ckpt).is_file():
+            raise ConfigError(f"search --method {method}: no predictor at {ckpt}; run main.py meta-test "
+                              f"--baselines {method} first (it meta-trains it) or pass --checkpoint")
+        return score(method, records, checkpoint=ckpt, device=device or "cpu").detach().cpu().float().flatten()
     return score(method, records, seed=cfg.run.seed).detach().cpu().float()
 
 

@@ -47,6 +47,9 @@ from .io import atomic_write_bytes, atomic_write_text
 
 GENERATOR_VERSION = 1
 CUES = ("shape", "colour", "texture")
+# The benchmark family adds a fourth cue, a fine periodic micro-texture (docs/method.md#benchmark).
+CUES_V2 = CUES + ("micro",)
+FAMILIES = ("v1", "v2")
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -108,6 +111,52 @@ def make_recipe(seed: int, index: int) -> dict:
     }
 
 
+def make_recipe_v2(seed: int, index: int) -> dict:
+    """The benchmark family's recipe: v1's knobs plus a fine *micro-texture* cue, with 4-12 classes.
+
+    Why: a task family in which one kind of capacity wins everywhere makes MACs an oracle. The four
+    cues ask for different capacity (docs/method.md#benchmark): a micro-texture of period 2-4 pixels
+    is visible only at full resolution, so it rewards early, wide stages (the MACs-heavy part of a
+    network); motif shape needs receptive field, i.e. depth in the later stages (the params-heavy part);
+    colour is solved by any network; many classes reward a wide last stage.
+    """
+    r = task_rng(seed, index, 10)
+    cue = r.dirichlet([0.5, 0.5, 0.5, 0.5])
+    return {
+        "num_classes": int(r.integers(4, 13)),
+        "num_parts": int(r.integers(1, 4)),
+        "cue_weights": {c: float(w) for c, w in zip(CUES_V2, cue)},
+        "micro_period": int(r.integers(2, 5)),
+        "separation": float(r.uniform(0.6, 1.0)),
+        "variability": float(r.uniform(0.1, 0.3)),
+        "spread": float(r.uniform(0.1, 0.5)),
+        "pixel_noise": float(r.uniform(0.01, 0.06)),
+        "clutter": float(r.uniform(0.0, 0.3)),
+        "colour_cast": float(r.uniform(0.0, 0.15)),
+        "texture_frequency": float(r.uniform(1.0, 2.5)),
+    }
+
+
+def _micro_tiles(recipe: dict, r: np.random.Generator) -> np.ndarray:
+    """One zero-mean ``period x period`` tile per class, unit scale."""
+    t = recipe["micro_period"]
+    tiles = r.uniform(-1, 1, (recipe["num_classes"], t, t))
+    return tiles - tiles.mean(axis=(1, 2), keepdims=True)
+
+
+def render_micro(recipe: dict, tiles: np.ndarray, labels: np.ndarray, size: int,
+                 r: np.random.Generator) -> np.ndarray:
+    """The micro-texture layer (N x size x size): the class tile, perturbed per image by the recipe's
+    variability and tiled from a random offset (its phase carries no class information)."""
+    n, t = len(labels), recipe["micro_period"]
+    own = tiles[labels] + 2.0 * recipe["variability"] * r.uniform(-1, 1, (n, t, t))
+    big = np.tile(own, (1, size // t + 2, size // t + 2))
+    oy, ox = r.integers(0, t, n), r.integers(0, t, n)
+    rows = oy[:, None] + np.arange(size)[None]                                  # N x size
+    cols = ox[:, None] + np.arange(size)[None]
+    return big[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
 def _prototypes(recipe: dict, r: np.random.Generator) -> dict:
     """Per-class parameters: a shared base plus a class offset scaled by separation x cue weight.
 
@@ -150,6 +199,8 @@ def render(recipe: dict, protos: dict, labels: np.ndarray, size: int, r: np.rand
     tau = recipe["variability"]
     par = {}
     for key, v in protos.items():
+        if key == "micro":
+            continue
         v = v[labels]
         par[key] = v + _SPREAD[key] * tau * r.standard_normal(v.shape)
 
@@ -186,6 +237,10 @@ def render(recipe: dict, protos: dict, labels: np.ndarray, size: int, r: np.rand
         colour = np.clip(par["colour"][:, j], 0, 1)[:, None, None, :]
         img = img * (1 - alpha[..., None]) + (colour * stripes[..., None]) * alpha[..., None]
 
+    if "micro" in recipe["cue_weights"]:   # the benchmark family's fine texture, over everything
+        micro = render_micro(recipe, protos["micro"], labels, size, r)
+        img = img + (0.02 + 0.3 * recipe["cue_weights"]["micro"]) * micro[..., None]
+
     # nuisances: a per-image colour cast and pixel noise
     img = img + recipe["colour_cast"] * r.uniform(-1, 1, (n, 1, 1, 3))
     img = img + recipe["pixel_noise"] * r.standard_normal(img.shape)
@@ -196,11 +251,26 @@ def _balanced_labels(num_classes: int, per_class: int, r: np.random.Generator) -
     return r.permutation(np.repeat(np.arange(num_classes, dtype=np.int64), per_class))
 
 
-def make_task(seed: int, index: int, image_size: int, train_per_class: int, test_per_class: int) -> dict:
+def test_images_per_class(num_classes: int, per_class: int, min_images: int) -> int:
+    """Test images per class: ``per_class``, raised so the test split holds at least ``min_images``
+    (a student's accuracy is then measured to about a point: docs/method.md#benchmark)."""
+    return max(int(per_class), -(-int(min_images) // int(num_classes)))
+
+
+def make_task(seed: int, index: int, image_size: int, train_per_class: int, test_per_class: int,
+              family: str = "v1", min_test_images: int = 0) -> dict:
     """Arrays and metadata of ``synth-<index>`` (nothing written)."""
-    recipe = make_recipe(seed, index)
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown task family '{family}' (config key 'data.synthetic_family'); use one of "
+                          f"{', '.join(FAMILIES)}")
+    recipe = make_recipe(seed, index) if family == "v1" else make_recipe_v2(seed, index)
     protos = _prototypes(recipe, task_rng(seed, index, 1))
+    if family == "v2":
+        protos["micro"] = _micro_tiles(recipe, task_rng(seed, index, 11))
+    test_per_class = test_images_per_class(recipe["num_classes"], test_per_class, min_test_images)
     out = {"meta": {"name": f"synth-{index}", "num_classes": recipe["num_classes"], "recipe": recipe}}
+    if family != "v1":
+        out["meta"]["family"] = family
     for split, per_class, stream in (("train", train_per_class, 2), ("test", test_per_class, 3)):
         r = task_rng(seed, index, stream)
         y = _balanced_labels(recipe["num_classes"], per_class, r)
@@ -274,6 +344,10 @@ def check_config(cfg) -> None:
         raise ConfigError("config key 'data.synthetic_num_tasks' must be >= 0")
     if d.synthetic_train_per_class < 1 or d.synthetic_test_per_class < 1:
         raise ConfigError("config keys 'data.synthetic_train_per_class/synthetic_test_per_class' must be positive")
+    if d.synthetic_family not in FAMILIES:
+        raise ConfigError(f"config key 'data.synthetic_family' is '{d.synthetic_family}'; use one of {', '.join(FAMILIES)}")
+    if d.synthetic_min_test_images < 0:
+        raise ConfigError("config key 'data.synthetic_min_test_images' must be >= 0")
     if not 0.0 < d.digits_test_fraction < 1.0:
         raise ConfigError("config key 'data.digits_test_fraction' must lie strictly between 0 and 1")
 
@@ -297,6 +371,8 @@ def generate_tasks(cfg, out_root: Optional[str | Path] = None, progress: bool = 
         else:
             spec = {"generator": GENERATOR_VERSION, "task": name, "seed": d.synthetic_seed, "image_size": size,
                     "train_per_class": d.synthetic_train_per_class, "test_per_class": d.synthetic_test_per_class}
+            if d.synthetic_family != "v1":   # v1 markers stay as they were: existing folders remain valid
+                spec.update(family=d.synthetic_family, min_test_images=d.synthetic_min_test_images)
         folder = root / name
         if not force and is_complete(folder, spec):
             continue
@@ -304,7 +380,7 @@ def generate_tasks(cfg, out_root: Optional[str | Path] = None, progress: bool = 
             arrays = make_digits(size, d.synthetic_seed, d.digits_test_fraction)
         else:
             arrays = make_task(d.synthetic_seed, int(name.split("-")[1]), size, d.synthetic_train_per_class,
-                               d.synthetic_test_per_class)
+                               d.synthetic_test_per_class, d.synthetic_family, d.synthetic_min_test_images)
         write_task(folder, arrays, spec)
     return names
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dass.baselines import all_methods, diswot_score, score, trained_variants, variant_config
+from dass.baselines import diswot_score
+from dass.methods import available as all_methods, score, trained_variants, variant_config
 from dass.config import load_config
 from dass.errors import ConfigError, DataError
 from dass.meta import evaluate_task
@@ -116,7 +117,7 @@ def test_variant_configs_change_exactly_one_thing():
 
 
 def test_parse_methods():
-    from dass.meta_test import parse_methods
+    from dass.evaluate import parse_methods
 
     cfg = load_config(ROOT / "configs" / "demo.yaml")
     assert parse_methods("all", cfg)[0] == all_methods(cfg)

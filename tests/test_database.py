@@ -169,3 +169,72 @@ def test_records_are_the_same_without_the_logit_cache(data_root, reference, tmp_
     db.build(cfg, progress=False, log=lines.append)
     assert not any("teacher logits computed once" in ln for ln in lines)
     _assert_same(_snapshot(cfg), ref)
+
+
+# --------------------------------------------------------------------------------------------- #
+# the benchmark's database: labels over several KD seeds, shared students, the family report
+# --------------------------------------------------------------------------------------------- #
+
+@pytest.fixture(scope="module")
+def multi_seed(data_root, tmp_path_factory, reference):
+    base = tmp_path_factory.mktemp("multi")
+    cfg = tiny_cfg(data_root, base / "db", base / "ckpt", **{"db.kd_seeds": "[0,1]", "db.shared_students": 2,
+                                                           "db.num_students_meta_test": 4})
+    res = db.build(cfg, progress=False, log=lambda s: None)
+    assert res["done"] == 3 + 3 + 4
+    return cfg
+
+
+def test_multi_seed_labels_are_the_mean_and_each_seed_is_kept(multi_seed, reference):
+    cfg = multi_seed
+    ref_cfg, ref = reference
+    r = load_records(cfg.db.out, "meta_test", "toy-2")
+    assert len(r) == 4 and r.kd_seeds == [0, 1] and r.seed_best_acc.shape == (2, 4)
+    assert torch.allclose(r.best_acc, r.seed_best_acc.mean(0)) and torch.allclose(r.final_acc, r.seed_final_acc.mean(0))
+    # seed 0 is the single-seed build's kd_seed: the same student gives the same accuracy
+    r0 = load_records(cfg.db.out, "meta_train", "toy-0")
+    single = load_records(ref_cfg.db.out, "meta_train", "toy-0")
+    for i, a in enumerate(r0.archs):
+        if a in single.archs:
+            assert r0.seed_best_acc[0, i] == single.best_acc[single.archs.index(a)]
+    sub = r.subset([3, 1])
+    assert torch.equal(sub.seed_best_acc, r.seed_best_acc[:, [3, 1]])
+
+
+def test_shared_students_come_first_on_every_task(multi_seed):
+    cfg = multi_seed
+    shared = db.shared_students(cfg)
+    for mode, task in db.task_plan(cfg):
+        s = db.students_for(cfg, task, mode)
+        assert s[:2] == shared and len(set(s)) == len(s)
+    assert len(db.students_for(cfg, "toy-2", "meta_test")) == 4
+
+
+def test_report_has_ceiling_and_family_summary(multi_seed):
+    cfg = multi_seed
+    from dass.stats import noise_ceiling
+
+    rows = db.sanity_report(cfg)
+    classes = {"toy-0": 3, "toy-1": 4, "toy-2": 3}
+    for r, (mode, task) in zip(rows, db.task_plan(cfg)):
+        want = noise_ceiling(load_records(cfg.db.out, mode, task).seed_best_acc.numpy())
+        if r["acc_std"] == 0:       # every student equal (1 KD epoch on a toy task): no ranking to measure
+            assert r["ceiling"] != r["ceiling"]
+        else:
+            assert r["ceiling"] == round(want["ceiling"], 3) and 0 <= r["ceiling"] <= 1
+        assert r["x_chance"] == pytest.approx(r["teacher_acc"] / (100 / classes[task]), abs=0.01)
+    fam = db.family_summary(cfg, rows)
+    ranked = sum(r["acc_std"] > 0 for r in rows)         # a task with constant accuracies has no ranking
+    assert fam["tasks"] == 3 and fam["tau"]["pairs"] == ranked * (ranked - 1) // 2
+    assert fam["tau"]["shared_students"] == 2 and -1 <= fam["tau"]["min"] <= fam["tau"]["max"] <= 1
+    assert set(fam["low_macs"]) <= {"toy-0", "toy-1", "toy-2"}
+    assert "task family" in db.format_family(fam)
+
+
+def test_multi_seed_items_are_not_mixed_with_single_seed_ones(reference, data_root):
+    cfg, _ = reference
+    other = tiny_cfg(data_root, cfg.db.out, cfg.run.checkpoint_dir, **{"db.kd_seeds": "[0,1]"})
+    item = db.work_items(cfg)[0]
+    assert db.load_item(cfg, item) is not None and db.load_item(other, item) is None
+    changed = tiny_cfg(data_root, cfg.db.out, cfg.run.checkpoint_dir, **{"data.synthetic_train_per_class": 7})
+    assert db.load_item(changed, item) is None      # how the tasks were made is part of an item's identity

@@ -339,10 +339,10 @@ def test_cli_meta_train_then_meta_test_writes_csv_and_svgs(db, tmp_path, capsys)
     assert (Path(db.meta.out) / "baselines" / "dass-no-adapt" / "best.pt").is_file()
     r = _main(capsys, "meta-test", "--config", "configs/demo.yaml", "--baselines", "nonsense", *ov)
     assert r.returncode == 2 and "nonsense" in r.stderr
-    # the library entry point (used by the demo) returns the per-task rows only
-    from dass.meta_test import run_meta_test
+    # the library entry point (used by the demo) returns the per-task rows and the statistics
+    from dass.evaluate import run_meta_test
 
     rows = run_meta_test(load_config(ROOT / "configs" / "demo.yaml", ov), baselines="macs", progress=False,
-                         out=tmp_path / "mt2")
+                         out=tmp_path / "mt2").rows
     assert [(x["task"], x["method"]) for x in rows] == [(t, m) for t in ("x0", "x1") for m in ("dass", "macs")]
     assert (tmp_path / "mt2" / "results.csv").is_file()

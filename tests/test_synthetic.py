@@ -192,3 +192,47 @@ def test_make_tasks_cli(tmp_path, capsys):
     assert (tmp_path / "synth-0" / COMPLETE_MARKER).is_file()
     assert main(args + ["--out", str(tmp_path / "elsewhere"), "--quiet"]) == 0
     assert (tmp_path / "elsewhere" / "digits" / "meta.json").is_file()
+
+
+# --------------------------------------------------------------------------------------------- #
+# the benchmark family (v2)
+# --------------------------------------------------------------------------------------------- #
+
+def test_v2_family_is_deterministic_and_has_its_cues(tmp_path):
+    cfg = small_cfg(tmp_path / "a", "data.synthetic_family=v2", "data.synthetic_min_test_images=50")
+    syn.generate_tasks(cfg, progress=False)
+    syn.generate_tasks(small_cfg(tmp_path / "b", "data.synthetic_family=v2", "data.synthetic_min_test_images=50"),
+                       progress=False)
+    assert digest(tmp_path / "a" / "synth-0") == digest(tmp_path / "b" / "synth-0")
+    for k in range(2):
+        t = load_task(f"synth-{k}", cfg)
+        rec = syn.make_recipe_v2(0, k)
+        assert set(rec["cue_weights"]) == set(syn.CUES_V2) and 2 <= rec["micro_period"] <= 4
+        assert t.num_classes == rec["num_classes"] and 4 <= t.num_classes <= 12
+        # at least 50 test images, balanced, the fewest per class that reach it
+        per = syn.test_images_per_class(t.num_classes, 3, 50)
+        assert len(t.test_labels) == per * t.num_classes >= 50 and (per - 1) * t.num_classes < 50
+        assert np.bincount(t.test_labels).tolist() == [per] * t.num_classes
+    # v1 is untouched by the v2 switch (its golden digest above), and the two families differ
+    assert digest(tmp_path / "a" / "synth-0") != GOLDEN_SYNTH0
+
+
+def test_v2_micro_texture_is_periodic_and_class_specific():
+    rec = {**syn.make_recipe_v2(0, 3), "variability": 0.0, "micro_period": 3, "num_classes": 2}
+    tiles = syn._micro_tiles(rec, np.random.default_rng(0))
+    assert np.allclose(tiles.mean(axis=(1, 2)), 0)
+    m = syn.render_micro(rec, tiles, np.array([0, 0, 1]), 12, np.random.default_rng(1))
+    assert m.shape == (3, 12, 12)
+    assert np.allclose(m[:, 3:, :], m[:, :-3, :]) and np.allclose(m[:, :, 3:], m[:, :, :-3])   # period 3
+    # same class: the same tile up to a shift; other class: a different tile
+    shifts = [np.roll(np.roll(m[0], dy, 0), dx, 1) for dy in range(3) for dx in range(3)]
+    assert any(np.allclose(s, m[1]) for s in shifts) and not any(np.allclose(s, m[2]) for s in shifts)
+
+
+def test_v2_bad_family_and_test_count(tmp_path):
+    with pytest.raises(ConfigError, match="synthetic_min_test_images"):
+        syn.check_config(small_cfg(tmp_path, "data.synthetic_family=v2", "data.synthetic_min_test_images=-1"))
+    with pytest.raises(ConfigError):
+        load_config(None, ["data.synthetic_family=v3"])
+    with pytest.raises(ConfigError, match="v1, v2"):
+        syn.make_task(0, 0, 16, 2, 2, family="v9")

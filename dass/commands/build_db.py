@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ..config import save_config
 from ..errors import DassError
+from ..io import write_json
 
 
 def add_arguments(p) -> None:
@@ -46,6 +48,10 @@ def run(cfg, args) -> int:
             db.build_candidates(cfg, progress=not args.no_progress)
     rows = db.sanity_report(cfg, modes)
     print(db.format_table(rows))
+    if any(r["ceiling"] != "" for r in rows):
+        fam = db.family_summary(cfg, rows, modes)
+        print(db.format_family(fam))
+        write_json(Path(cfg.db.out) / "family.json", fam)
     flat = [r["task"] for r in rows if r["acc_std"] == 0]
     if flat:
         print(f"[build-db] WARNING: every student has the same accuracy on {', '.join(flat)}: the database is "

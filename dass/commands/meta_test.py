@@ -1,7 +1,8 @@
 """``main.py meta-test``: DaSS and the baselines on the unseen tasks, side by side.
 
-See :mod:`dass.meta_test` for what is written (``<meta.out>/meta_test/results.csv``, ``predictions.csv``
-and one SVG scatter plot per task and method); this command also prints the table.
+See :mod:`dass.evaluate` for what is written (``<meta.out>/meta_test/results.csv``, ``stats.csv``,
+``search.csv``, ``predictions.csv`` and one scatter plot per task and method); this command also prints
+the tables with their intervals and verdicts.
 """
 from __future__ import annotations
 
@@ -10,16 +11,34 @@ from pathlib import Path
 
 import torch
 
-from ..meta_test import format_table, run_meta_test
+from ..errors import DassError
+
+from ..evaluate import format_statistics, format_table, run_meta_test
+from ..methods import help_text
 
 
 def add_arguments(p) -> None:
     p.add_argument("--checkpoint", default=None, help="DaSS predictor checkpoint (default: <meta.out>/best.pt)")
-    p.add_argument("--baselines", default="all", help="all | none | comma-separated list (random,macs,params,"
-                                                      "diswot,metad2a,dass-no-S,dass-no-T,dass-no-A,dass-no-adapt,"
-                                                      "dass-first-order)")
+    p.add_argument("--baselines", default="all", help="all | none | comma-separated list of methods. "
+                                                      + help_text())
+    p.add_argument("--seeds", default=None,
+                   help="meta-train DaSS and every trained baseline once per meta-training seed, e.g. 0,1,2,3,4 "
+                        "(DaSS is then reported as mean ± std over seeds; --checkpoint is not used)")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for the intervals")
     p.add_argument("--out", default=None, help="output folder (default: <meta.out>/meta_test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parse_seeds(text):
+    if not text:
+        return None
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise DassError(f"--seeds '{text}': give comma-separated integers, e.g. 0,1,2,3,4") from None
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise DassError(f"--seeds '{text}': give distinct integers, e.g. 0,1,2,3,4")
+    return seeds
 
 
 def run(cfg, args) -> int:
@@ -27,9 +46,15 @@ def run(cfg, args) -> int:
         torch.set_num_threads(cfg.train.num_threads)
     t0 = time.time()
     out = Path(args.out) if args.out else Path(cfg.meta.out) / "meta_test"
-    rows = run_meta_test(cfg, args.checkpoint, args.baselines, progress=not args.no_progress, out=out)
-    ckpt = args.checkpoint or str(Path(cfg.meta.out) / "best.pt")
-    print(f"meta-test: Spearman per task, then means over tasks (DaSS checkpoint {ckpt})")
-    print(format_table(rows))
+    seeds = parse_seeds(args.seeds)
+    if args.resamples < 100:
+        raise DassError("--resamples must be at least 100")
+    rep = run_meta_test(cfg, args.checkpoint, args.baselines, progress=not args.no_progress, out=out, seeds=seeds,
+                        resamples=args.resamples)
+    ckpt = f"meta-training seeds {seeds}" if seeds else f"DaSS checkpoint {args.checkpoint or Path(cfg.meta.out) / 'best.pt'}"
+    print(f"meta-test: Spearman per task, then means over tasks ({ckpt})")
+    print(format_table(rep.rows))
+    print()
+    print(format_statistics(rep.stats))
     print(f"results: {out / 'results.csv'}  ({time.time() - t0:.1f} s)")
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..config import save_config
+from ..methods import REGISTRY, help_text
 
 
 def add_arguments(p) -> None:
@@ -13,7 +14,9 @@ def add_arguments(p) -> None:
     p.add_argument("--teacher-acc", type=float, default=None,
                    help="the teacher's test accuracy in percent (default: evaluated on the test split)")
     p.add_argument("--checkpoint", default=None, help="predictor checkpoint (default: <meta.out>/best.pt)")
-    p.add_argument("--method", default=None, help="dass (default) or a baseline: random, macs, params, diswot")
+    p.add_argument("--method", default=None, choices=list(REGISTRY),
+                   help="default: search.method (dass). Trained baselines use the predictor meta-test trained. "
+                        + help_text())
     p.add_argument("--no-progress", action="store_true")
 
 

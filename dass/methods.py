@@ -1,0 +1,143 @@
+"""Every ranking method behind one interface: DaSS, its ablations and the baselines.
+
+docs/method.md#evaluation. A method is one :class:`Method` entry in :data:`REGISTRY`; meta-test, search,
+the demo and the CLI help texts all read the registry, so adding a baseline is adding one entry:
+
+* a **proxy** scores students from their records alone (``score(records, seed) -> Tensor[N]``,
+  higher = predicted more accurate): ``random``, ``macs``, ``params``, ``diswot``;
+* a **trained** method is DaSS meta-trained under a changed config (``configure(cfg)`` edits a deep
+  copy in place) and scored by its predictor: ``dass`` itself, ``metad2a`` (a MetaD2A/HELP-style
+  predictor: dataset + architecture inputs, no teacher-guided adaptation, no functional embeddings) and
+  the ablations ``dass-no-S/T/A/D`` (one input removed), ``dass-no-adapt``, ``dass-first-order``. Each
+  trains into ``<meta.out>/baselines/<name>``; ``applies(cfg)`` says whether it makes sense for a config.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .baselines import diswot_score
+from .errors import ConfigError, DataError
+from .records import TaskRecords
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str
+    score: Optional[Callable[[TaskRecords, int], torch.Tensor]] = None   # proxies
+    configure: Optional[Callable[[object], None]] = None                   # trained variants
+    applies: Callable[[object], bool] = lambda cfg: True
+
+    @property
+    def trained(self) -> bool:
+        return self.score is None
+
+
+def _random(rec: TaskRecords, seed: int) -> torch.Tensor:
+    return torch.rand(len(rec), generator=torch.Generator().manual_seed(int(seed)))
+
+
+def _diswot(rec: TaskRecords, seed: int) -> torch.Tensor:
+    if rec.teacher is None:
+        raise DataError(f"task {rec.task}: the diswot baseline needs the teacher's functional map (teacher record)")
+    return diswot_score(rec.fmaps, rec.teacher.fmap)
+
+
+def _drop_input(x: str) -> Method:
+    def configure(c):
+        c.predictor.inputs = [i for i in c.predictor.inputs if i != x]
+
+    def applies(cfg):
+        return x in cfg.predictor.inputs and len(cfg.predictor.inputs) > 1
+
+    return Method(f"dass-no-{x}", f"DaSS without its {x} input", configure=configure, applies=applies)
+
+
+def _metad2a(c) -> None:
+    c.predictor.inputs = ["D", "A"]
+    c.meta.adapt = False
+
+
+def _no_adapt(c) -> None:
+    c.meta.adapt = False
+
+
+def _first_order(c) -> None:
+    c.meta.second_order = False
+
+
+_ENTRIES = [
+    Method("dass", "DaSS: meta-trained, adapted on the task's teacher", configure=lambda c: None),
+    Method("random", "a seeded uniform draw (chance level)", score=_random),
+    Method("macs", "bigger is better: multiply-accumulates", score=lambda r, s: r.macs.double().clone()),
+    Method("params", "bigger is better: parameter count", score=lambda r, s: r.params.double().clone()),
+    Method("diswot", "DisWOT-style teacher-student map similarity, training-free", score=_diswot),
+    Method("metad2a", "MetaD2A/HELP-style predictor: dataset + architecture, no teacher adaptation",
+           configure=_metad2a),
+    *[_drop_input(x) for x in ("S", "T", "A", "D")],
+    Method("dass-no-adapt", "DaSS without teacher-guided adaptation", configure=_no_adapt,
+           applies=lambda cfg: bool(cfg.meta.adapt)),
+    Method("dass-first-order", "DaSS with first-order meta-gradients", configure=_first_order,
+           applies=lambda cfg: bool(cfg.meta.adapt and cfg.meta.second_order)),
+]
+REGISTRY: dict[str, Method] = {m.name: m for m in _ENTRIES}
+PROXIES = tuple(n for n, m in REGISTRY.items() if not m.trained)
+
+
+def get(name: str) -> Method:
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown method '{name}'; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def available(cfg) -> list[str]:
+    """The methods that make sense for ``cfg``, ``dass`` first, in report order."""
+    return [n for n, m in REGISTRY.items() if m.applies(cfg)]
+
+
+def trained_variants(cfg) -> list[str]:
+    """The trained baselines/ablations for ``cfg`` (every trained method but DaSS itself)."""
+    return [n for n in available(cfg) if n != "dass" and REGISTRY[n].trained]
+
+
+def help_text() -> str:
+    return "; ".join(f"{n}: {m.summary}" for n, m in REGISTRY.items())
+
+
+def variant_config(cfg, name: str):
+    """A deep copy of ``cfg`` changed into trained baseline/ablation ``name`` (own ``meta.out``)."""
+    if name not in trained_variants(cfg):
+        raise ConfigError(f"unknown trained baseline '{name}'; known for this config: {', '.join(trained_variants(cfg))}")
+    c = copy.deepcopy(cfg)
+    REGISTRY[name].configure(c)
+    c.meta.out = str(Path(cfg.meta.out) / "baselines" / name)
+    return c
+
+
+def needs_dataset_features(cfg, name: str) -> bool:
+    c = cfg if name == "dass" else variant_config(cfg, name)
+    return "D" in c.predictor.inputs
+
+
+def score(method: str, records: TaskRecords, **kw) -> torch.Tensor:
+    """Scores of every student of ``records`` under ``method`` (higher = predicted more accurate).
+
+    Proxies take ``seed=``; trained methods take ``model=, inner_lrs=, meta_info=`` or ``checkpoint=``.
+    """
+    m = get(method)
+    if not m.trained:
+        return m.score(records, int(kw.get("seed", 0)))
+    from .meta import load_predictor, predict
+
+    model, lrs, info = kw.get("model"), kw.get("inner_lrs"), kw.get("meta_info") or {}
+    if model is None:
+        ckpt: Optional[str | Path] = kw.get("checkpoint")
+        if ckpt is None:
+            raise ConfigError(f"method '{method}' is a trained predictor: pass checkpoint=PATH or model=...")
+        model, lrs, info = load_predictor(ckpt, kw.get("device", "cpu"))
+    return predict(model, lrs, records, adapt=bool(info.get("adapt", True)), cfg=kw.get("cfg"))

@@ -1,0 +1,113 @@
+"""Bootstrap intervals, paired verdicts, noise ceilings and the search figures, on fixtures with known answers."""
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from dass import stats
+
+
+def test_spearman_rows_matches_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, (6, 30)).astype(float)      # many ties
+    y = rng.normal(size=(6, 30))
+    got = stats.spearman_rows(x, y)
+    want = [sps.spearmanr(a, b).statistic for a, b in zip(x, y)]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert math.isnan(stats.spearman_rows([1, 1, 1], [1, 2, 3])[0])
+
+
+def test_identical_and_reversed_rankings():
+    truth = np.arange(40, dtype=float)
+    rho, lo, hi = stats.bootstrap_spearman(truth * 2 + 1, truth, num=500)
+    assert (rho, lo, hi) == (1.0, 1.0, 1.0)
+    rho, lo, hi = stats.bootstrap_spearman(-truth, truth, num=500)
+    assert (rho, lo, hi) == (-1.0, -1.0, -1.0)
+
+
+def test_interval_agrees_with_scipy_bootstrap():
+    rng = np.random.default_rng(1)
+    truth = rng.normal(size=80)
+    score = truth + rng.normal(scale=1.0, size=80)
+    rho, lo, hi = stats.bootstrap_spearman(score, truth, num=4000, seed=3)
+    ref = sps.bootstrap((score, truth), lambda a, b, axis: stats.spearman_rows(a, b), paired=True,
+                        vectorized=True, n_resamples=4000, method="percentile", random_state=5).confidence_interval
+    assert lo < rho < hi
+    assert lo == pytest.approx(ref.low, abs=0.03) and hi == pytest.approx(ref.high, abs=0.03)
+    # about +-0.35 at n=20, as the benchmark's design assumed; narrower with more students
+    small = stats.bootstrap_spearman(score[:20], truth[:20], num=2000)
+    assert small[2] - small[1] > hi - lo
+
+
+def _tasks(noise_a, noise_b, n=150, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(k):
+        truth = rng.normal(size=n)
+        out.append(stats.TaskScores(f"t{t}", truth, {
+            "dass": truth + rng.normal(scale=noise_a, size=n),
+            "other": truth + rng.normal(scale=noise_b, size=n)}))
+    return out
+
+
+def test_paired_verdicts():
+    # clearly better
+    rows = stats.comparison_rows(stats.paired_bootstrap(_tasks(0.3, 2.0), num=1000), "dass")
+    pooled = next(r for r in rows if r["task"] == "pooled" and r["method"] == "other")
+    assert pooled["verdict"] == "better" and pooled["diff_lo"] > 0
+    # clearly worse
+    rows = stats.comparison_rows(stats.paired_bootstrap(_tasks(2.0, 0.3), num=1000), "dass")
+    assert next(r for r in rows if r["task"] == "pooled" and r["method"] == "other")["verdict"] == "worse"
+    # two methods that differ by noise only: same signal, independent noise of the same size
+    rows = stats.comparison_rows(stats.paired_bootstrap(_tasks(1.0, 1.0, n=60, k=2, seed=4), num=1000), "dass")
+    for r in rows:
+        if r["method"] == "other":
+            assert r["verdict"] == "not resolved", r
+            assert r["diff_lo"] < 0 < r["diff_hi"]
+    ref = [r for r in rows if r["method"] == "dass"]
+    assert all("verdict" not in r and r["lo"] <= r["spearman"] <= r["hi"] for r in ref)
+
+
+def test_multi_run_method_is_the_mean_over_runs():
+    truth = np.arange(10.0)
+    runs = np.stack([truth, -truth])                 # rho +1 and -1 -> mean 0
+    boot = stats.paired_bootstrap([stats.TaskScores("t", truth, {"dass": runs, "x": truth})], num=200)
+    assert boot["point"][("t", "dass")] == pytest.approx(0.0)
+    assert boot["point"][("pooled", "x")] == pytest.approx(1.0)
+    assert boot["samples"][("t", "dass")].shape == (200,)
+
+
+def test_verdict_edges():
+    assert stats.verdict(0.01, 0.2) == "better"
+    assert stats.verdict(-0.2, -0.01) == "worse"
+    assert stats.verdict(-0.1, 0.1) == "not resolved"
+    assert stats.verdict(0.0, 0.1) == "not resolved"
+    assert stats.verdict(math.nan, 1.0) == "not resolved"
+
+
+def test_noise_ceiling_known_labels():
+    same = stats.noise_ceiling([[1, 2, 3, 4], [10, 20, 30, 40]])
+    assert same == {"seeds": 2, "seed_rho": 1.0, "ceiling": 1.0}
+    # spearman([1,2,3,4], [1,3,2,4]) = 0.8 -> mean of two seeds: reliability 2*0.8/1.8, ceiling its root
+    c = stats.noise_ceiling([[1, 2, 3, 4], [1, 3, 2, 4]])
+    assert c["seed_rho"] == pytest.approx(0.8) and c["ceiling"] == pytest.approx(math.sqrt(1.6 / 1.8))
+    # three seeds: the mean pairwise Spearman, Spearman-Brown with k=3
+    c3 = stats.noise_ceiling([[1, 2, 3, 4], [1, 3, 2, 4], [1, 2, 3, 4]])
+    r = (0.8 + 1.0 + 0.8) / 3
+    assert c3["seed_rho"] == pytest.approx(r) and c3["ceiling"] == pytest.approx(math.sqrt(3 * r / (1 + 2 * r)))
+    assert math.isnan(stats.noise_ceiling([[1, 2, 3]])["ceiling"])        # one seed: unknown
+    assert stats.noise_ceiling([[1, 2, 3, 4], [4, 3, 2, 1]])["ceiling"] == 0.0
+
+
+def test_search_figures_under_a_budget():
+    truth = np.array([50.0, 60.0, 70.0, 80.0, 90.0])
+    within = np.array([True, True, True, True, False])      # the 90% student is over budget
+    perfect = truth.copy()
+    worst = -truth
+    out = stats.search_bootstrap(truth, {"dass": perfect, "worst": worst}, within, k=1, num=300)
+    assert out["oracle"][0] == 80.0
+    assert out["dass"][0] == 80.0 and out["worst"][0] == 50.0
+    assert np.all(out["dass"][1] >= out["worst"][1])
+    top2 = stats.search_bootstrap(truth, {"worst": worst}, within, k=2, num=10)
+    assert top2["worst"][0] == 60.0
