@@ -340,40 +340,72 @@ def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None
     """Write ``search/<dataset>.pt`` (authors' keys, NaN accuracies) for each meta-test dataset, plus
     ``search/net_samples.pt``: ``[(macs, params, depth_config, channel_widths), ...]`` (SPEC 10)."""
     from .data import load_task
-    from .records import records_to_dict, teacher_record_dict
+    from .records import nest_for_authors, records_to_dict, teacher_file, teacher_record_dict
 
     device = device or resolve_device(cfg.run.device)
     archs = candidate_archs(cfg)
     root = search_root(cfg)
     space = SearchSpace.from_config(cfg)
-    atomic_torch_save([(space.macs(a), space.params(a), list(a.depths), [list(w) for w in a.widths])
-                       for a in archs], root / "net_samples.pt")
+    samples = [(space.macs(a), space.params(a), list(a.depths), [list(w) for w in a.widths]) for a in archs]
+    atomic_torch_save(samples, root / "net_samples.pt")
     out = []
     for task in tasks if tasks is not None else cfg.tasks.meta_test:
         path = candidate_file(root, task)
         if path.is_file():
             out.append(path)
             continue
+        _write_authors_net_samples(cfg, samples)  # before any pool is written: the two must agree
         data = load_task(task, cfg)
         teacher, acc = ensure_teacher(cfg, "meta_test", task, data, device, progress)
         rec = candidate_records(cfg, task, teacher, acc, archs, data.num_classes, device, progress,
                                 _dataset_features(cfg, data))
         d = records_to_dict(rec)
         d["teacher"] = teacher_record_dict(rec.teacher)
-        atomic_torch_save(d, path)
+        atomic_torch_save(nest_for_authors(d), path)
+        if not teacher_file(cfg.db.out, "meta_test", task).is_file():  # where the authors' search reads it
+            save_teacher_record(rec.teacher, task, cfg.db.out, "meta_test")
         out.append(path)
     log(f"[build-db] search candidates ({len(archs)} per dataset) under {root}")
     return out
 
 
-def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = False) -> TaskRecords:
-    from .records import dict_to_records
+def _write_authors_net_samples(cfg: Config, samples: list) -> None:
+    """``net_info/net_samples.pt``, through which the authors' KD script resolves a searched index; one that
+    is there already (e.g. the authors' own) is kept when it lists the same candidates, else refused."""
+    from .records import net_samples_file
+
+    path = net_samples_file(cfg.db.out)
+    if path.is_file():
+        there = safe_torch_load(path, cfg.run.allow_legacy_pickle, what="candidate list")
+        same = isinstance(there, (list, tuple)) and [tuple(e[2:4]) for e in there] == [tuple(e[2:4]) for e in samples]
+        if not same:
+            raise DassError(f"{path} lists other candidates than db.candidate_seed/db.num_candidates draw; it is "
+                            f"not overwritten: move it away, or search the pool it belongs to")
+        return
+    atomic_torch_save(samples, path)
+
+
+def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = False,
+                    db_out: Optional[str | os.PathLike] = None, space: Optional[SearchSpace] = None) -> TaskRecords:
+    """A search pool, ours or the authors' (docs/method.md#authors-compat). Its teacher support record is
+    the pool's ``teacher`` entry (ours) or ``<db_out>/meta_test/teacher/<task>-logs_noise_actmap.pt``
+    (where the authors' search reads it)."""
+    from .records import candidate_dict, dict_to_records, load_teacher_record, net_samples_file, teacher_file
 
     d = safe_torch_load(path, allow_pickle, what="search candidates")
-    rec = dict_to_records(d, task, str(path))
-    if isinstance(d, dict) and "teacher" in d:
+    samples = None if db_out is None else net_samples_file(db_out)
+    d = candidate_dict(d, str(path), lambda: safe_torch_load(samples, allow_pickle, "candidate list")
+                       if samples is not None and samples.is_file() else None)
+    rec = dict_to_records(d, task, str(path), space)
+    if "teacher" in d:
         t = dict_to_records(d["teacher"], task, str(path))
         rec.teacher = TeacherRecord(t.archs[0], t.arch_enc[0], t.fmaps[0], float(t.best_acc[0]))
+    elif db_out is not None and teacher_file(db_out, "meta_test", task).is_file():
+        rec.teacher = load_teacher_record(db_out, "meta_test", task, allow_pickle)
+    else:
+        where = teacher_file(db_out or "preprocessed/ours", "meta_test", task)
+        raise DassError(f"search candidates {path} carry no teacher record and {where} does not exist; download "
+                        f"the authors' preprocessed/ folder or rebuild the pool with main.py build-db")
     return rec
 
 

@@ -20,7 +20,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -136,6 +136,51 @@ def dict_to_records(d: dict, task: str, source: str, space: Optional[SearchSpace
                        dataset_features=d.get("dataset_features"))
 
 
+def candidate_dict(d: dict, source: str, net_samples: Optional[Callable[[], list]] = None) -> dict:
+    """A search pool, ours or the authors', as the flat dict of parallel lists :func:`dict_to_records` reads.
+
+    The authors' pool nests the predictor inputs under ``pred_inp`` (``pred_inp.arch_enc``; the maps under
+    the top-level map key or ``pred_inp.func_enc``), may keep the architectures under ``arch_info`` or
+    only in ``net_info/net_samples.pt`` (``net_samples()`` reads it), and has no accuracies
+    (docs/method.md#authors-compat).
+    """
+    if not isinstance(d, dict):
+        raise DassError(f"{source}: expected a dict (a search pool), got {type(d).__name__}; rebuild it")
+    pred = d.get("pred_inp") if isinstance(d.get("pred_inp"), dict) else {}
+    info = d.get("arch_info") if isinstance(d.get("arch_info"), dict) else {}
+    enc = d.get("arch_enc", pred.get("arch_enc"))
+    maps = d.get(MAP_KEY, pred.get("func_enc"))
+    for key, val in (("arch_enc", enc), (MAP_KEY, maps)):
+        if val is None:
+            raise DassError(f"{source}: has neither '{key}' nor 'pred_inp.{key}'; it is not a search pool, "
+                            f"rebuild it with main.py build-db --candidates")
+    n = len(enc)
+    dc, cw = d.get("depth_config") or info.get("depth_config"), d.get("channel_widths") or info.get("channel_widths")
+    if not dc or not cw:
+        entries = net_samples() if net_samples is not None else None
+        if not isinstance(entries, (list, tuple)) or len(entries) != n:
+            got = "no" if entries is None else len(entries) if isinstance(entries, (list, tuple)) else "no list of"
+            raise DassError(f"{source}: its {n} candidates carry no architectures and net_info/net_samples.pt has "
+                            f"{got} entries; download the authors' preprocessed/ folder whole or rebuild the pool")
+        try:
+            dc, cw = [list(e[2]) for e in entries], [list(e[3]) for e in entries]
+        except (TypeError, IndexError, KeyError):
+            raise DassError(f"{source}: net_info/net_samples.pt entries are not (flops, params, depth_config, "
+                            f"channel_widths); download it again") from None
+    out = {k: v for k, v in d.items() if k not in ("pred_inp", "arch_info")}
+    out.update({"arch_enc": list(enc), MAP_KEY: list(maps), "depth_config": dc, "channel_widths": cw})
+    out.setdefault("net_index", list(range(n)))
+    for k in ("final_acc", "best_acc", "final_loss"):
+        out.setdefault(k, [math.nan] * n)
+    return out
+
+
+def nest_for_authors(d: dict) -> dict:
+    """Our pool dict plus the authors' nesting (``pred_inp``, ``arch_info``), so their search reads it too."""
+    return {**d, "pred_inp": {"arch_enc": d["arch_enc"]},
+            "arch_info": {"depth_config": d["depth_config"], "channel_widths": d["channel_widths"]}}
+
+
 def task_file(root: str | os.PathLike, mode: str, task: str) -> Path:
     return Path(root) / mode / f"{task}-logs_noise_actmap.pt"
 
@@ -183,3 +228,9 @@ def load_records(root: str | os.PathLike, mode: str, task: str, space: Optional[
 
 def candidate_file(root: str | os.PathLike, dataset: str) -> Path:
     return Path(root) / f"{dataset}.pt"
+
+
+def net_samples_file(db_out: str | os.PathLike) -> Path:
+    """``preprocessed/net_info/net_samples.pt`` next to ``preprocessed/ours``: the candidate list through which
+    the authors' KD script resolves a searched index (docs/method.md#authors-compat)."""
+    return Path(db_out).parent / "net_info" / "net_samples.pt"

@@ -25,7 +25,7 @@ import yaml
 
 from .config import Config, resolve_device
 from .errors import DassError
-from .io import atomic_torch_save, atomic_write_text, write_csv
+from .io import atomic_torch_save, atomic_write_text, read_authors_yaml, write_csv
 from .records import TaskRecords, candidate_file
 from .space import Arch, SearchSpace
 
@@ -79,7 +79,7 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
 
     path = candidate_file(search_root(cfg), task)
     if teacher_path is None and path.is_file():
-        return load_candidates(path, task, cfg.run.allow_legacy_pickle)
+        return load_candidates(path, task, cfg.run.allow_legacy_pickle, cfg.db.out, SearchSpace.from_config(cfg))
     from .data import load_task
 
     device = device or resolve_device(cfg.run.device)
@@ -148,11 +148,10 @@ def update_obtained_index(out: str | os.PathLike, task: str, method: str, index:
     """Merge one entry into ``obtained_net_index.yaml`` (authors' format) atomically."""
     path = Path(out) / "obtained_net_index.yaml"
     doc = {}
-    if path.is_file():
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            raise DassError(f"{path} is not valid YAML; delete it and re-run the search") from None
+    if path.is_file():  # ours or the authors' (a yaml.dump of a defaultdict)
+        doc = read_authors_yaml(path, "search result", "delete it and re-run the search") or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("net_index", {}), dict):
+        raise DassError(f"search result {path} is not a net_index mapping; delete it and re-run the search")
     doc.setdefault("net_index", {}).setdefault(task, {})[method] = int(index)
     atomic_write_text(path, yaml.safe_dump(doc, sort_keys=True))
     return path

@@ -5,7 +5,7 @@ import torch
 from dass import database as db
 from dass.config import load_config
 from dass.errors import DassError
-from dass.records import load_records, task_file
+from dass.records import load_records, load_teacher_record, net_samples_file, task_file
 
 from clitools import write_toy_tasks
 
@@ -140,6 +140,25 @@ def test_candidates(reference, tmp_path):
     assert rec.teacher is not None and rec.fmaps.shape == (4, 16, 1, 1)
     ns = torch.load(db.search_root(cfg) / "net_samples.pt", weights_only=True)
     assert len(ns) == 4 and len(ns[0]) == 4
+    # also where the authors' tools look: the nested pool inputs, the teacher record, net_info/net_samples.pt
+    d = torch.load(paths[0], weights_only=True)
+    assert torch.equal(torch.stack(d["pred_inp"]["arch_enc"]), rec.arch_enc)
+    assert d["arch_info"]["channel_widths"] == [[list(w) for w in a.widths] for a in rec.archs]
+    t = load_teacher_record(cfg.db.out, "meta_test", "toy-2")
+    assert t.acc == rec.teacher.acc and torch.equal(t.fmap, rec.teacher.fmap)
+    assert torch.load(net_samples_file(cfg.db.out), weights_only=True) == ns
+
+
+def test_candidates_keep_a_foreign_net_samples(reference, tmp_path):
+    cfg, _ = reference
+    cfg = tiny_cfg(cfg.data.root, tmp_path / "db2", cfg.run.checkpoint_dir)
+    foreign = net_samples_file(cfg.db.out)
+    foreign.parent.mkdir(parents=True)
+    torch.save([(1, 2, [1, 1, 1, 1], [[4], [8], [8], [16]])], foreign)
+    before = foreign.read_bytes()
+    with pytest.raises(DassError, match="lists other candidates .* not overwritten"):
+        db.build_candidates(cfg, progress=False, log=lambda s: None)
+    assert foreign.read_bytes() == before and not list(db.search_root(cfg).glob("toy-*.pt"))
 
 
 def test_bad_shard_arguments(reference):
