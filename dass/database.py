@@ -88,7 +88,10 @@ def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
     kd.pop("logit_cache_mb", None)  # a speed setting: records are bit-identical with or without the cache
     embed = to_dict(cfg)["embed"]
     embed.pop("workers", None)      # how many processes compute a map does not change it
-    doc = {"space": to_dict(cfg)["space"], "kd": kd, "embed": embed, "kd_seed": cfg.db.kd_seed,
+    space = to_dict(cfg)["space"]
+    if not space.get("last_block_full_width"):  # off = the space items were built in before the option existed
+        space.pop("last_block_full_width", None)
+    doc = {"space": space, "kd": kd, "embed": embed, "kd_seed": cfg.db.kd_seed,
            "task": task, "index": index, "arch": arch.to_dict()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
