@@ -35,6 +35,7 @@ from .config import Config, from_dict, resolve_device, to_dict
 from .embed import functional_map, noise_input, student_map
 from .errors import CheckpointError, DassError
 from .io import atomic_torch_save, safe_torch_load, write_csv
+from .layout import config_layout
 from .logit_cache import TeacherLogitCache
 from .records import (MODES, TaskRecords, TeacherRecord, candidate_file, load_records, save_records,
                       save_teacher_record)
@@ -268,7 +269,7 @@ def assemble(cfg: Config, mode: str, task: str) -> Optional[TaskRecords]:
                        arch_enc=torch.stack([r["arch_enc"] for r in recs]), fmaps=torch.stack([r["fmap"] for r in recs]),
                        best_acc=f("best_acc"), final_acc=f("final_acc"), final_loss=f("final_loss"),
                        macs=f("macs"), params=f("params"), net_index=[r["index"] for r in recs], teacher=teacher,
-                       dataset_features=t.get("dataset_features"))
+                       dataset_features=t.get("dataset_features"), layout=config_layout(cfg))
 
 
 def merge(cfg: Config, modes: Optional[list[str]] = None, strict: bool = True,
@@ -335,7 +336,7 @@ def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[A
                        macs=torch.tensor([float(space.macs(a, num_classes=num_classes)) for a in archs]),
                        params=torch.tensor([float(space.params(a, num_classes)) for a in archs]),
                        net_index=list(range(n)), teacher=teacher_record(cfg, teacher, acc, noise),
-                       dataset_features=dataset_features)
+                       dataset_features=dataset_features, layout=config_layout(cfg))
 
 
 def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None, progress: bool = True,
@@ -363,10 +364,10 @@ def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None
         rec = candidate_records(cfg, task, teacher, acc, archs, data.num_classes, device, progress,
                                 _dataset_features(cfg, data))
         d = records_to_dict(rec)
-        d["teacher"] = teacher_record_dict(rec.teacher)
+        d["teacher"] = teacher_record_dict(rec.teacher, rec.layout)
         atomic_torch_save(nest_for_authors(d), path)
         if not teacher_file(cfg.db.out, "meta_test", task).is_file():  # where the authors' search reads it
-            save_teacher_record(rec.teacher, task, cfg.db.out, "meta_test")
+            save_teacher_record(rec.teacher, task, cfg.db.out, "meta_test", rec.layout)
         out.append(path)
     log(f"[build-db] search candidates ({len(archs)} per dataset) under {root}")
     return out
@@ -404,7 +405,7 @@ def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = Fal
         t = dict_to_records(d["teacher"], task, str(path))
         rec.teacher = TeacherRecord(t.archs[0], t.arch_enc[0], t.fmaps[0], float(t.best_acc[0]))
     elif db_out is not None and teacher_file(db_out, "meta_test", task).is_file():
-        rec.teacher = load_teacher_record(db_out, "meta_test", task, allow_pickle)
+        rec.teacher = load_teacher_record(db_out, "meta_test", task, allow_pickle, rec.layout)
     else:
         where = teacher_file(db_out or "preprocessed/ours", "meta_test", task)
         raise DassError(f"search candidates {path} carry no teacher record and {where} does not exist; download "

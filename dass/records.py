@@ -26,6 +26,7 @@ import torch
 
 from .errors import DassError
 from .io import atomic_torch_save, safe_torch_load
+from .layout import KEY as LAYOUT_KEY, require_same
 from .space import Arch, SearchSpace
 
 MAP_KEY = "noise_actmap_stage-4"
@@ -61,6 +62,7 @@ class TaskRecords:
     teacher: Optional[TeacherRecord] = None
     dataset_features: Optional[torch.Tensor] = None  # classes x samples x F, for the D input
     extra: dict = field(default_factory=dict)
+    layout: Optional[dict] = None    # dass.layout: the encoding and noise these inputs were made with
 
     def __len__(self) -> int:
         return len(self.archs)
@@ -71,7 +73,7 @@ class TaskRecords:
         return TaskRecords(self.task, [self.archs[i] for i in il], self.arch_enc[idx], self.fmaps[idx],
                            self.best_acc[idx], self.final_acc[idx], self.final_loss[idx], self.macs[idx],
                            self.params[idx], [self.net_index[i] for i in il], self.teacher,
-                           self.dataset_features, dict(self.extra))
+                           self.dataset_features, dict(self.extra), self.layout)
 
 
 def _fmap(t: torch.Tensor) -> torch.Tensor:
@@ -96,6 +98,8 @@ def records_to_dict(rec: TaskRecords) -> dict:
     }
     if rec.dataset_features is not None:
         d["dataset_features"] = rec.dataset_features.clone()
+    if rec.layout is not None:
+        d[LAYOUT_KEY] = rec.layout
     return d
 
 
@@ -133,7 +137,7 @@ def dict_to_records(d: dict, task: str, source: str, space: Optional[SearchSpace
     return TaskRecords(task=task, archs=archs, arch_enc=arch_enc, fmaps=fmaps, best_acc=vec("best_acc"),
                        final_acc=vec("final_acc"), final_loss=vec("final_loss"), macs=macs, params=params,
                        net_index=[int(x) for x in d["net_index"]],
-                       dataset_features=d.get("dataset_features"))
+                       dataset_features=d.get("dataset_features"), layout=d.get(LAYOUT_KEY))
 
 
 def candidate_dict(d: dict, source: str, net_samples: Optional[Callable[[], list]] = None) -> dict:
@@ -193,23 +197,31 @@ def save_records(rec: TaskRecords, root: str | os.PathLike, mode: str) -> Path:
     """Write a task's student file and (when present) its teacher record, atomically."""
     p = atomic_torch_save(records_to_dict(rec), task_file(root, mode, rec.task))
     if rec.teacher is not None:
-        save_teacher_record(rec.teacher, rec.task, root, mode)
+        save_teacher_record(rec.teacher, rec.task, root, mode, rec.layout)
     return p
 
 
-def teacher_record_dict(t: TeacherRecord) -> dict:
-    return {"net_index": [-1], "arch_enc": [t.arch_enc.clone()], MAP_KEY: [t.fmap.clone()],
-            "depth_config": [list(t.arch.depths)], "channel_widths": [[list(w) for w in t.arch.widths]],
-            "final_acc": [float(t.acc)], "best_acc": [float(t.acc)], "final_loss": [float("nan")]}
+def teacher_record_dict(t: TeacherRecord, layout: Optional[dict] = None) -> dict:
+    d = {"net_index": [-1], "arch_enc": [t.arch_enc.clone()], MAP_KEY: [t.fmap.clone()],
+         "depth_config": [list(t.arch.depths)], "channel_widths": [[list(w) for w in t.arch.widths]],
+         "final_acc": [float(t.acc)], "best_acc": [float(t.acc)], "final_loss": [float("nan")]}
+    if layout is not None:
+        d[LAYOUT_KEY] = layout
+    return d
 
 
-def save_teacher_record(t: TeacherRecord, task: str, root: str | os.PathLike, mode: str) -> Path:
-    return atomic_torch_save(teacher_record_dict(t), teacher_file(root, mode, task))
+def save_teacher_record(t: TeacherRecord, task: str, root: str | os.PathLike, mode: str,
+                        layout: Optional[dict] = None) -> Path:
+    return atomic_torch_save(teacher_record_dict(t, layout), teacher_file(root, mode, task))
 
 
-def load_teacher_record(root: str | os.PathLike, mode: str, task: str, allow_pickle: bool = False) -> TeacherRecord:
+def load_teacher_record(root: str | os.PathLike, mode: str, task: str, allow_pickle: bool = False,
+                        layout: Optional[dict] = None) -> TeacherRecord:
+    """The support record; refused when it was made with another layout than ``layout`` (its students')."""
     p = teacher_file(root, mode, task)
     r = dict_to_records(safe_torch_load(p, allow_pickle, what="teacher record"), task, str(p))
+    require_same(r.layout, layout, f"teacher record {p}", f"the {task} students it supports",
+                 "rebuild both with one configuration")
     return TeacherRecord(arch=r.archs[0], arch_enc=r.arch_enc[0], fmap=r.fmaps[0], acc=float(r.best_acc[0]))
 
 
@@ -219,7 +231,7 @@ def load_records(root: str | os.PathLike, mode: str, task: str, space: Optional[
     p = task_file(root, mode, task)
     rec = dict_to_records(safe_torch_load(p, allow_pickle, what="database file"), task, str(p), space, num_classes)
     if with_teacher:
-        rec.teacher = load_teacher_record(root, mode, task, allow_pickle)
+        rec.teacher = load_teacher_record(root, mode, task, allow_pickle, rec.layout)
         if rec.teacher.arch_enc.shape != rec.arch_enc.shape[1:]:
             raise DassError(f"{teacher_file(root, mode, task)}: teacher encoding has {rec.teacher.arch_enc.numel()} "
                             f"entries but the students' have {rec.arch_enc.shape[1]}; both must come from one space")

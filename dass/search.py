@@ -26,6 +26,7 @@ import yaml
 from .config import Config, resolve_device
 from .errors import DassError
 from .io import atomic_torch_save, atomic_write_text, read_authors_yaml, write_csv
+from .layout import config_layout
 from .records import TaskRecords, candidate_file
 from .space import Arch, SearchSpace
 
@@ -79,7 +80,9 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
 
     path = candidate_file(search_root(cfg), task)
     if teacher_path is None and path.is_file():
-        return load_candidates(path, task, cfg.run.allow_legacy_pickle, cfg.db.out, SearchSpace.from_config(cfg))
+        rec = load_candidates(path, task, cfg.run.allow_legacy_pickle, cfg.db.out, SearchSpace.from_config(cfg))
+        rec.layout = rec.layout or config_layout(cfg)  # the authors' pools carry none: the config declares it
+        return rec
     from .data import load_task
 
     device = device or resolve_device(cfg.run.device)
