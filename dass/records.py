@@ -10,7 +10,8 @@ plus the project's extra keys ``macs`` and ``params`` (readers of the authors' f
 keys; files without them get the values recomputed from the architecture). The teacher's support
 record is the same dict with one entry at ``<root>/<mode>/teacher/<task>-logs_noise_actmap.pt``.
 Search candidates (no accuracies) use the same keys at ``preprocessed/search/<dataset>.pt`` with
-accuracies set to NaN.
+accuracies set to NaN, plus the authors' nesting (``pred_inp``, ``arch_info``); the authors' own pools are
+read by :func:`candidate_dict`. Every file we write carries its input layout (:mod:`dass.layout`).
 
 In memory a task is a :class:`TaskRecords`: stacked tensors, ready for the predictor.
 """

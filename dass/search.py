@@ -1,6 +1,7 @@
 """Rapid distillation-aware student search on an unseen task (issue 7).
 
-1. Candidates: the pool written by ``build-db`` (``preprocessed/search/<task>.pt``), or -- for a user's
+1. Candidates: the pool written by ``build-db`` or the authors' (``preprocessed/search/<task>.pt``, see
+   :func:`dass.records.candidate_dict`), or -- for a user's
    own dataset and teacher -- computed on the fly: the same seeded candidate architectures, remapped from
    the teacher and embedded on the fixed noise (no training).
 2. Adapt the meta-trained predictor on the task's teacher (one inner step on the teacher's own record:
@@ -8,7 +9,8 @@
 3. Apply optional MACs / params budgets, rank, keep the top-k.
 
 Outputs under ``search.out``: ``obtained_net_index.yaml`` in the authors' format
-(``net_index: {<dataset>: {<method>: <index>}}``, merged with what is there), ``<task>_scores.csv`` (every
+(``net_index: {<dataset>: {<method>: <index>}}``, merged with what is there, also with the authors' file and
+its ``defaultdict`` tag), ``<task>_scores.csv`` (every
 candidate: index, score, MACs, params, architecture) and ``<task>_candidates.pt`` (the candidate
 architectures as a list of ``{"depth_config", "channel_widths"}`` dicts, which ``main.py kd --from-search``
 reads back).
