@@ -119,6 +119,8 @@ def dict_to_records(d: dict, task: str, source: str, space: Optional[SearchSpace
                             f"is corrupt, rebuild it")
     if n == 0:
         raise DassError(f"{source}: holds no records; rebuild it")
+    if not isinstance(d.get(LAYOUT_KEY, {}), dict):
+        raise DassError(f"{source}: its '{LAYOUT_KEY}' entry is not a mapping; the file is corrupt, rebuild it")
     archs = [Arch.from_authors(dc, cw) for dc, cw in zip(d["depth_config"], d["channel_widths"])]
     fmaps = torch.stack([_fmap(m) for m in d[MAP_KEY]])
     arch_enc = torch.stack([torch.as_tensor(e).float().flatten() for e in d["arch_enc"]])

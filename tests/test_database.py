@@ -188,3 +188,14 @@ def test_records_are_the_same_without_the_logit_cache(data_root, reference, tmp_
     db.build(cfg, progress=False, log=lines.append)
     assert not any("teacher logits computed once" in ln for ln in lines)
     _assert_same(_snapshot(cfg), ref)
+
+
+def test_fingerprint_unchanged_while_last_block_full_width_is_off():
+    """Items stored before the option existed stay valid (golden value from before it); turning it on
+    changes the fingerprint."""
+    from dass.space import Arch
+
+    arch = Arch([1, 1, 1, 1], [[32], [64], [128], [256]])
+    assert db.fingerprint(load_config(None, []), "cub", 3, arch) == "e67ab9faab6369dee0ca"
+    on = load_config(None, ["space.last_block_full_width=true"])
+    assert db.fingerprint(on, "cub", 3, arch) != "e67ab9faab6369dee0ca"

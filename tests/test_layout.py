@@ -114,3 +114,19 @@ def test_difference_names_the_first_field():
     with pytest.raises(DassError):
         from dass.layout import require_same
         require_same(a, {**a, "encoding": {"dim": 181, "max_depth": 4}}, "x", "y", "fix")
+
+
+def test_malformed_layout_entry_is_refused(built, tmp_path):
+    from dass.records import load_records
+
+    conf, cfg = built
+    import shutil
+
+    db = tmp_path / "db"
+    shutil.copytree(cfg.db.out, db)
+    f = task_file(db, "meta_train", "toy-0")
+    d = torch.load(f, weights_only=True)
+    d["layout"] = "v1"
+    torch.save(d, f)
+    with pytest.raises(DassError, match=f"{f}: its 'layout' entry is not a mapping"):
+        load_records(db, "meta_train", "toy-0")
