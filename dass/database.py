@@ -381,12 +381,19 @@ def _write_authors_net_samples(cfg: Config, samples: list) -> None:
     path = net_samples_file(cfg.db.out)
     if path.is_file():
         there = safe_torch_load(path, cfg.run.allow_legacy_pickle, what="candidate list")
-        same = isinstance(there, (list, tuple)) and [tuple(e[2:4]) for e in there] == [tuple(e[2:4]) for e in samples]
-        if not same:
+        if not _same_candidates(there, samples):
             raise DassError(f"{path} lists other candidates than db.candidate_seed/db.num_candidates draw; it is "
                             f"not overwritten: move it away, or search the pool it belongs to")
         return
     atomic_torch_save(samples, path)
+
+
+def _same_candidates(there, samples: list) -> bool:
+    """Both list the same architectures in the same order (MACs/params may be counted differently)."""
+    try:
+        return [tuple(e[2:4]) for e in there] == [tuple(e[2:4]) for e in samples]
+    except (TypeError, KeyError):
+        return False
 
 
 def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = False,

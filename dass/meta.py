@@ -272,6 +272,11 @@ def _fingerprint(cfg) -> dict:
             "tasks": {"meta_train": list(cfg.tasks.meta_train), "meta_valid": list(cfg.tasks.meta_valid)}}
 
 
+def _layout_of(tasks: list[TaskRecords]) -> Optional[dict]:
+    """The input layout of the first task that declares one (dass.layout; all must agree)."""
+    return next((r.layout for r in tasks if r.layout), None)
+
+
 def _key(v: float) -> float:
     return -math.inf if v is None or math.isnan(v) else v
 
@@ -288,7 +293,7 @@ class MetaTrainer:
         self.valid, self.test = list(valid), list(test)
         m = cfg.meta
         first = train[0]
-        self.layout = next((r.layout for r in list(train) + self.valid + self.test if r.layout), None)
+        self.layout = _layout_of(list(train) + self.valid + self.test)
         for rec in list(train) + self.valid + self.test:
             require_same(rec.layout, self.layout, f"task {rec.task}", "the other meta-training tasks",
                          "build every task's file with one configuration")
@@ -517,7 +522,9 @@ def train_or_reuse(cfg, train, valid, test, device, progress: bool = True) -> Pa
     if last.is_file():
         try:
             ck = safe_torch_load(last, what="meta-train checkpoint")
-            same = isinstance(ck, dict) and ck.get("fingerprint") == _fingerprint(cfg)
+            layout = _layout_of(list(train) + list(valid) + list(test))
+            same = (isinstance(ck, dict) and ck.get("fingerprint") == _fingerprint(cfg)
+                    and ck.get("layout", layout) == layout)   # a database rebuilt with other inputs: train again
         except CheckpointError:
             same, ck = False, None
         if same and int(ck["episode"]) >= cfg.meta.episodes and best.is_file():

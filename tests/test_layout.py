@@ -130,3 +130,24 @@ def test_malformed_layout_entry_is_refused(built, tmp_path):
     torch.save(d, f)
     with pytest.raises(DassError, match=f"{f}: its 'layout' entry is not a mapping"):
         load_records(db, "meta_train", "toy-0")
+
+
+def test_finished_predictor_is_reused_only_for_its_layout(built, tmp_path):
+    import copy
+    import shutil
+
+    from dass.meta import load_tasks, train_or_reuse
+
+    conf, cfg = built
+    shutil.copytree(cfg.meta.out, tmp_path / "meta")
+    cfg = load_config(conf, [f"meta.out={tmp_path / 'meta'}"])
+    tasks = [load_tasks(cfg, m) for m in ("meta_train", "meta_valid", "meta_test")]
+    best = train_or_reuse(cfg, *tasks, "cpu", progress=False)
+    before = best.read_bytes()
+    assert train_or_reuse(cfg, *tasks, "cpu", progress=False) == best and best.read_bytes() == before
+    for recs in tasks:
+        for r in recs:
+            r.layout = copy.deepcopy(r.layout)
+            r.layout["noise"]["seed"] = 5
+    train_or_reuse(cfg, *tasks, "cpu", progress=False)
+    assert torch.load(best, weights_only=True)["layout"]["noise"]["seed"] == 5
