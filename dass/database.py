@@ -358,7 +358,7 @@ def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None
         if path.is_file():
             out.append(path)
             continue
-        _write_authors_net_samples(cfg, samples)  # before any pool is written: the two must agree
+        sync_net_samples(cfg, samples)  # before any pool is written: the two must agree
         data = load_task(task, cfg)
         teacher, acc = ensure_teacher(cfg, "meta_test", task, data, device, progress)
         rec = candidate_records(cfg, task, teacher, acc, archs, data.num_classes, device, progress,
@@ -373,19 +373,31 @@ def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None
     return out
 
 
-def _write_authors_net_samples(cfg: Config, samples: list) -> None:
-    """``net_info/net_samples.pt``, through which the authors' KD script resolves a searched index; one that
-    is there already (e.g. the authors' own) is kept when it lists the same candidates, else refused."""
+def sync_net_samples(cfg: Config, samples: list, strict: bool = True) -> None:
+    """``net_info/net_samples.pt``, through which the authors' KD script resolves a searched index. One that
+    is there already (e.g. the authors' own) is never overwritten: when it lists other candidates, that is
+    an error (``strict``) or a note on stderr."""
+    import sys
+
     from .records import net_samples_file
 
     path = net_samples_file(cfg.db.out)
-    if path.is_file():
-        there = safe_torch_load(path, cfg.run.allow_legacy_pickle, what="candidate list")
-        if not _same_candidates(there, samples):
-            raise DassError(f"{path} lists other candidates than db.candidate_seed/db.num_candidates draw; it is "
-                            f"not overwritten: move it away, or search the pool it belongs to")
+    if not path.is_file():
+        atomic_torch_save(samples, path)
         return
-    atomic_torch_save(samples, path)
+    if _same_candidates(safe_torch_load(path, cfg.run.allow_legacy_pickle, what="candidate list"), samples):
+        return
+    msg = f"{path} lists other candidates than this pool and is not overwritten"
+    if strict:
+        raise DassError(f"{msg}: move it away, or search the pool it belongs to")
+    print(f"note: {msg}; the authors' KD script would resolve this search's index there to another student, "
+          f"use `main.py kd --from-search`", file=sys.stderr)
+
+
+def net_samples_of(records: TaskRecords) -> list:
+    """The authors' candidate list ``[(macs, params, depth_config, channel_widths), ...]`` of a pool."""
+    return [(int(m), int(p), list(a.depths), [list(w) for w in a.widths])
+            for m, p, a in zip(records.macs.tolist(), records.params.tolist(), records.archs)]
 
 
 def _same_candidates(there, samples: list) -> bool:

@@ -146,6 +146,9 @@ def write_search(cfg: Config, res: SearchResult) -> Path:
                      "channel_widths": [list(w) for w in a.widths]})
     write_csv(out / f"{res.task}_scores.csv", rows)
     atomic_torch_save([a.to_dict() for a in res.records.archs], out / f"{res.task}_candidates.pt")
+    from .database import net_samples_of, sync_net_samples
+
+    sync_net_samples(cfg, net_samples_of(res.records), strict=False)  # where the authors' KD looks
     return update_obtained_index(out, res.task, res.method, res.records.net_index[res.best])
 
 

@@ -128,8 +128,9 @@ def test_meta_test_search_and_kd_on_the_authors_files(authors_tree, tmp_path, ca
     _cli(capsys, "meta-train", "--config", conf, "--no-progress")
     out = _cli(capsys, "meta-test", "--config", conf, "--baselines", "macs", "--no-progress")
     assert re.search(r"toy-2", out)
+    theirs = net_samples_file(root / "ours").read_bytes()
     out = _cli(capsys, "search", "--config", conf, "--no-progress")
-    assert "6 candidates" in out
+    assert "6 candidates" in out and net_samples_file(root / "ours").read_bytes() == theirs
     search = tmp_path / "search"
     index = yaml.safe_load((search / "obtained_net_index.yaml").read_text())["net_index"]["toy-2"]["dass"]
     samples = torch.load(net_samples_file(root / "ours"), weights_only=True)

@@ -151,3 +151,23 @@ def test_finished_predictor_is_reused_only_for_its_layout(built, tmp_path):
             r.layout["noise"]["seed"] = 5
     train_or_reuse(cfg, *tasks, "cpu", progress=False)
     assert torch.load(best, weights_only=True)["layout"]["noise"]["seed"] == 5
+
+
+def test_search_writes_net_samples_where_the_authors_kd_looks(built, tmp_path, capsys):
+    from dass.records import net_samples_file
+
+    conf, cfg = built
+    teacher = str(Path(cfg.run.checkpoint_dir) / "teacher" / "toy-2" / "model_best.pth.tar")
+    ours = net_samples_file(cfg.db.out)
+    before = ours.read_bytes()
+    fresh = tmp_path / "pre" / "ours"
+    args = ["search", "--config", conf, "--task", "toy-2", "--teacher", teacher, "--no-progress",
+            f"search.out={tmp_path / 's'}"]
+    assert main([*args, f"db.out={fresh}"]) == 0          # no list there yet: written, in pool order
+    written = torch.load(net_samples_file(fresh), weights_only=True)
+    cands = torch.load(tmp_path / "s" / "toy-2_candidates.pt", weights_only=True)
+    assert [(e[2], e[3]) for e in written] == [(c["depth_config"], c["channel_widths"]) for c in cands]
+    capsys.readouterr()
+    assert main([*args, "db.num_candidates=3"]) == 0       # another pool: the list there is kept, with a note
+    assert "lists other candidates than this pool and is not overwritten" in capsys.readouterr().err
+    assert ours.read_bytes() == before
