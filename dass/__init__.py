@@ -11,7 +11,8 @@ Public API (kept stable; the CLI, scripts and notebook use it):
 - :mod:`dass.logit_cache` -- ``TeacherLogitCache`` (pass to ``distill`` to share teacher logits)
 - :mod:`dass.embed` -- ``noise_input``, ``functional_map``, ``student_map``;
   :mod:`dass.fastembed` -- ``remapped_maps``, ``remapped_maps_parallel``
-- :mod:`dass.database` / :mod:`dass.records` -- ``build``, ``merge``, ``load_records``
+- :mod:`dass.database` / :mod:`dass.records` -- ``build``, ``merge``, ``load_records``, ``load_candidates``;
+  :mod:`dass.layout` -- ``config_layout`` (the input layout every written file carries)
 - :mod:`dass.meta` -- ``MetaTrainer``, ``load_predictor``, ``predict``, ``evaluate_task``
 - :mod:`dass.search` -- ``run_search(cfg, task)``; :mod:`dass.demo` -- ``run_demo(cfg)``
 """

@@ -40,6 +40,9 @@ class SpaceConfig:
     min_depth: int = 1
     width_multipliers: list[float] = field(default_factory=lambda: list(PAPER_MULTIPLIERS))
     image_size: int = 64
+    # Every student's last block at the teacher's last-stage width (the authors' students are; their KD and
+    # predictor need it). The encoding keeps its length; only sampling and membership change.
+    last_block_full_width: bool = False
 
 
 @dataclass

@@ -36,6 +36,7 @@ from .config import Config, from_dict, resolve_device, to_dict
 from .embed import functional_map, noise_input, student_map
 from .errors import CheckpointError, DassError
 from .io import atomic_torch_save, safe_torch_load, write_csv
+from .layout import config_layout
 from .logit_cache import TeacherLogitCache
 from .records import (MODES, TaskRecords, TeacherRecord, candidate_file, load_records, save_records,
                       save_teacher_record)
@@ -118,9 +119,12 @@ def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
     kd.pop("logit_cache_mb", None)  # a speed setting: records are bit-identical with or without the cache
     embed = to_dict(cfg)["embed"]
     embed.pop("workers", None)      # how many processes compute a map does not change it
+    space = to_dict(cfg)["space"]
+    if not space.get("last_block_full_width"):  # off = the space items were built in before the option existed
+        space.pop("last_block_full_width", None)
     data = to_dict(cfg)["data"]
     data.pop("root", None)          # where the tasks live does not change them; how they were made does
-    doc = {"space": to_dict(cfg)["space"], "kd": kd, "embed": embed, "kd_seed": cfg.db.kd_seed,
+    doc = {"space": space, "kd": kd, "embed": embed, "kd_seed": cfg.db.kd_seed,
            "task": task, "index": index, "arch": arch.to_dict(), "data": data}
     if cfg.db.kd_seeds:   # absent otherwise, so single-seed items keep their fingerprints
         doc["kd_seeds"] = label_seeds(cfg)
@@ -316,7 +320,7 @@ def assemble(cfg: Config, mode: str, task: str) -> Optional[TaskRecords]:
                        arch_enc=torch.stack([r["arch_enc"] for r in recs]), fmaps=torch.stack([r["fmap"] for r in recs]),
                        best_acc=f("best_acc"), final_acc=f("final_acc"), final_loss=f("final_loss"),
                        macs=f("macs"), params=f("params"), net_index=[r["index"] for r in recs], teacher=teacher,
-                       dataset_features=t.get("dataset_features"), **per_seed)
+                       dataset_features=t.get("dataset_features"), layout=config_layout(cfg), **per_seed)
 
 
 def merge(cfg: Config, modes: Optional[list[str]] = None, strict: bool = True,
@@ -383,7 +387,7 @@ def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[A
                        macs=torch.tensor([float(space.macs(a, num_classes=num_classes)) for a in archs]),
                        params=torch.tensor([float(space.params(a, num_classes)) for a in archs]),
                        net_index=list(range(n)), teacher=teacher_record(cfg, teacher, acc, noise),
-                       dataset_features=dataset_features)
+                       dataset_features=dataset_features, layout=config_layout(cfg))
 
 
 def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None, progress: bool = True,
@@ -391,40 +395,91 @@ def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None
     """Write ``search/<dataset>.pt`` (authors' keys, NaN accuracies) for each meta-test dataset, plus
     ``search/net_samples.pt``: ``[(macs, params, depth_config, channel_widths), ...]`` (SPEC 10)."""
     from .data import load_task
-    from .records import records_to_dict, teacher_record_dict
+    from .records import nest_for_authors, records_to_dict, teacher_file, teacher_record_dict
 
     device = device or resolve_device(cfg.run.device)
     archs = candidate_archs(cfg)
     root = search_root(cfg)
     space = SearchSpace.from_config(cfg)
-    atomic_torch_save([(space.macs(a), space.params(a), list(a.depths), [list(w) for w in a.widths])
-                       for a in archs], root / "net_samples.pt")
+    samples = [(space.macs(a), space.params(a), list(a.depths), [list(w) for w in a.widths]) for a in archs]
+    atomic_torch_save(samples, root / "net_samples.pt")
     out = []
     for task in tasks if tasks is not None else cfg.tasks.meta_test:
         path = candidate_file(root, task)
         if path.is_file():
             out.append(path)
             continue
+        sync_net_samples(cfg, samples)  # before any pool is written: the two must agree
         data = load_task(task, cfg)
         teacher, acc = ensure_teacher(cfg, "meta_test", task, data, device, progress)
         rec = candidate_records(cfg, task, teacher, acc, archs, data.num_classes, device, progress,
                                 _dataset_features(cfg, data))
         d = records_to_dict(rec)
-        d["teacher"] = teacher_record_dict(rec.teacher)
-        atomic_torch_save(d, path)
+        d["teacher"] = teacher_record_dict(rec.teacher, rec.layout)
+        atomic_torch_save(nest_for_authors(d), path)
+        if not teacher_file(cfg.db.out, "meta_test", task).is_file():  # where the authors' search reads it
+            save_teacher_record(rec.teacher, task, cfg.db.out, "meta_test", rec.layout)
         out.append(path)
     log(f"[build-db] search candidates ({len(archs)} per dataset) under {root}")
     return out
 
 
-def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = False) -> TaskRecords:
-    from .records import dict_to_records
+def sync_net_samples(cfg: Config, samples: list, strict: bool = True) -> None:
+    """``net_info/net_samples.pt``, through which the authors' KD script resolves a searched index. One that
+    is there already (e.g. the authors' own) is never overwritten: when it lists other candidates, that is
+    an error (``strict``) or a note on stderr."""
+    import sys
+
+    from .records import net_samples_file
+
+    path = net_samples_file(cfg.db.out)
+    if not path.is_file():
+        atomic_torch_save(samples, path)
+        return
+    if _same_candidates(safe_torch_load(path, cfg.run.allow_legacy_pickle, what="candidate list"), samples):
+        return
+    msg = f"{path} lists other candidates than this pool and is not overwritten"
+    if strict:
+        raise DassError(f"{msg}: move it away, or search the pool it belongs to")
+    print(f"note: {msg}; the authors' KD script would resolve this search's index there to another student, "
+          f"use `main.py kd --from-search`", file=sys.stderr)
+
+
+def net_samples_of(records: TaskRecords) -> list:
+    """The authors' candidate list ``[(macs, params, depth_config, channel_widths), ...]`` of a pool."""
+    return [(int(m), int(p), list(a.depths), [list(w) for w in a.widths])
+            for m, p, a in zip(records.macs.tolist(), records.params.tolist(), records.archs)]
+
+
+def _same_candidates(there, samples: list) -> bool:
+    """Both list the same architectures in the same order (MACs/params may be counted differently)."""
+    try:
+        return [tuple(e[2:4]) for e in there] == [tuple(e[2:4]) for e in samples]
+    except (TypeError, KeyError):
+        return False
+
+
+def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = False,
+                    db_out: Optional[str | os.PathLike] = None, space: Optional[SearchSpace] = None) -> TaskRecords:
+    """A search pool, ours or the authors' (docs/method.md#authors-compat). Its teacher support record is
+    the pool's ``teacher`` entry (ours) or ``<db_out>/meta_test/teacher/<task>-logs_noise_actmap.pt``
+    (where the authors' search reads it)."""
+    from .records import candidate_dict, dict_to_records, load_teacher_record, net_samples_file, teacher_file
 
     d = safe_torch_load(path, allow_pickle, what="search candidates")
-    rec = dict_to_records(d, task, str(path))
-    if isinstance(d, dict) and "teacher" in d:
+    samples = None if db_out is None else net_samples_file(db_out)
+    d = candidate_dict(d, str(path), lambda: safe_torch_load(samples, allow_pickle, "candidate list")
+                       if samples is not None and samples.is_file() else None)
+    rec = dict_to_records(d, task, str(path), space)
+    if "teacher" in d:
         t = dict_to_records(d["teacher"], task, str(path))
         rec.teacher = TeacherRecord(t.archs[0], t.arch_enc[0], t.fmaps[0], float(t.best_acc[0]))
+    elif db_out is not None and teacher_file(db_out, "meta_test", task).is_file():
+        rec.teacher = load_teacher_record(db_out, "meta_test", task, allow_pickle, rec.layout)
+    else:
+        where = teacher_file(db_out or "preprocessed/ours", "meta_test", task)
+        raise DassError(f"search candidates {path} carry no teacher record and {where} does not exist; download "
+                        f"the authors' preprocessed/ folder or rebuild the pool with main.py build-db")
     return rec
 
 

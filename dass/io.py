@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import torch
+import yaml
 
 from .errors import CheckpointError
 
@@ -166,3 +167,54 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise DassError(f"{what} {p} is not valid JSON (line {e.lineno}); delete it and re-create it") from None
+
+
+# --------------------------------------------------------------------------------------------- #
+# the authors' YAML (obtained_net_index.yaml)
+# --------------------------------------------------------------------------------------------- #
+
+_DEFAULTDICT_TAG = "tag:yaml.org,2002:python/object/apply:collections.defaultdict"
+_FACTORY_TAGS = {f"tag:yaml.org,2002:python/name:builtins.{n}" for n in ("dict", "list", "int", "float", "str")}
+
+
+class _AuthorsYamlLoader(yaml.SafeLoader):
+    """The safe loader plus exactly one tag: the ``collections.defaultdict`` that ``yaml.dump`` writes for the
+    authors' ``obtained_net_index.yaml`` (docs/method.md#file-formats). It becomes a plain dict; its default
+    factory is checked by name, never imported or called."""
+
+
+def _construct_defaultdict(loader: yaml.SafeLoader, node: yaml.Node) -> dict:
+    if not isinstance(node, yaml.MappingNode):
+        raise yaml.constructor.ConstructorError(None, None, "a defaultdict must be a mapping", node.start_mark)
+    items: dict = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_scalar(key_node)
+        if key == "dictitems":
+            items = loader.construct_mapping(value_node, deep=True)
+        elif key == "args":
+            factories = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            bad = [f.tag for f in factories if f.tag not in _FACTORY_TAGS]
+            if bad:
+                raise yaml.constructor.ConstructorError(None, None, f"unsupported tag {bad[0]!r}", value_node.start_mark)
+        else:
+            raise yaml.constructor.ConstructorError(None, None, f"unsupported tag {key!r}", key_node.start_mark)
+    return dict(items)
+
+
+_AuthorsYamlLoader.add_constructor(_DEFAULTDICT_TAG, _construct_defaultdict)
+
+
+def read_authors_yaml(path: str | os.PathLike, what: str = "file", fix: str = "re-create it") -> Any:
+    """A YAML file that may carry the authors' ``defaultdict`` tag; any other Python tag is refused."""
+    from .errors import DassError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DassError(f"{what} {p} does not exist; {fix}")
+    try:
+        return yaml.load(p.read_text(), Loader=_AuthorsYamlLoader)
+    except yaml.constructor.ConstructorError as e:
+        raise DassError(f"{what} {p} holds a YAML tag that is not read ({e.problem}); only the authors' "
+                        f"collections.defaultdict is accepted: {fix}") from None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise DassError(f"{what} {p} is not valid YAML; {fix}") from None

@@ -47,6 +47,7 @@ from torch.func import functional_call, grad as func_grad, vmap
 from .config import PredictorConfig, save_config, to_dict
 from .errors import CheckpointError, DataError
 from .io import append_jsonl, atomic_torch_save, safe_torch_load, truncate_jsonl
+from .layout import config_layout, require_same
 from .metrics import kendall, nanmean, pearson, spearman, topk_true_acc
 from .predictor import Predictor
 from .records import TaskRecords, TeacherRecord
@@ -137,6 +138,10 @@ def _adapted_query_loss(model: Predictor, params: dict, inner_lrs: dict, tmap, t
 
 
 def _check_compatible(model: Predictor, records: TaskRecords, source: str = "predictor") -> None:
+    # equal shapes are not enough: 181 entries / 256 maps of another space or noise mean other things
+    require_same(getattr(model, "layout", None), records.layout, source, f"the inputs of task {records.task}",
+                 "score inputs made with the configuration the predictor was trained with (or meta-train again)",
+                 CheckpointError)
     e = int(records.arch_enc.shape[1])
     if e != model.enc_dim:
         raise CheckpointError(f"{source} was trained on architecture encodings of length {model.enc_dim} but task "
@@ -228,6 +233,7 @@ def load_predictor(path: str | Path, device="cpu"):
     info = dict(ck.get("meta", {}))
     model.inner_steps = int(info.get("inner_steps", 1))
     model.source = f"predictor checkpoint {path}"
+    model.layout = ck.get("layout")   # dass.layout of its training files; None for older checkpoints
     lrs = {k: v.to(device) for k, v in ck.get("inner_lrs", {}).items()}
     missing = [k for k in lrs if k not in dict(model.named_parameters())]
     if missing:
@@ -266,6 +272,11 @@ def _fingerprint(cfg) -> dict:
             "tasks": {"meta_train": list(cfg.tasks.meta_train), "meta_valid": list(cfg.tasks.meta_valid)}}
 
 
+def _layout_of(tasks: list[TaskRecords]) -> Optional[dict]:
+    """The input layout of the first task that declares one (dass.layout; all must agree)."""
+    return next((r.layout for r in tasks if r.layout), None)
+
+
 def _key(v: float) -> float:
     return -math.inf if v is None or math.isnan(v) else v
 
@@ -282,7 +293,10 @@ class MetaTrainer:
         self.valid, self.test = list(valid), list(test)
         m = cfg.meta
         first = train[0]
+        self.layout = _layout_of(list(train) + self.valid + self.test)
         for rec in list(train) + self.valid + self.test:
+            require_same(rec.layout, self.layout, f"task {rec.task}", "the other meta-training tasks",
+                         "build every task's file with one configuration")
             if rec.arch_enc.shape[1] != first.arch_enc.shape[1] or rec.fmaps.shape[1:] != first.fmaps.shape[1:]:
                 raise DataError(f"task {rec.task}: encodings/maps of shape {tuple(rec.arch_enc.shape[1:])}/"
                                 f"{tuple(rec.fmaps.shape[1:])} differ from task {first.task}'s; all tasks must "
@@ -389,21 +403,22 @@ class MetaTrainer:
                 "inner_lrs": {k: v.detach().clone() for k, v in self.inner_lrs.items()},
                 "optimizer": self.optimizer.state_dict(), "episode": self.episode,
                 "generator": self.generator.get_state(), "best": dict(self.best), "spec": self.model.spec,
-                "meta": _meta_info(self.cfg), "fingerprint": _fingerprint(self.cfg)}
+                "meta": _meta_info(self.cfg), "fingerprint": _fingerprint(self.cfg), "layout": self.layout}
 
     def _save_best(self, valid_spearman: float) -> None:
         meta = {**_meta_info(self.cfg), "episode": self.episode, "valid_spearman": valid_spearman}
         atomic_torch_save({"version": CKPT_VERSION, "model": self.model.state_dict(),
                            "inner_lrs": {k: v.detach().clone() for k, v in self.inner_lrs.items()},
                            "spec": self.model.spec, "meta": meta, "episode": self.episode,
-                           "fingerprint": _fingerprint(self.cfg)}, self.best_path)
+                           "fingerprint": _fingerprint(self.cfg), "layout": self.layout}, self.best_path)
 
     def _resume(self) -> None:
         ck = safe_torch_load(self.last_path, what="meta-train checkpoint")
         if not isinstance(ck, dict) or "fingerprint" not in ck:
             raise CheckpointError(f"meta-train checkpoint {self.last_path} was not written by this version of "
                                   f"main.py meta-train; delete {self.out_dir} or choose another meta.out")
-        if ck["fingerprint"] != _fingerprint(self.cfg) or ck["spec"] != self.model.spec:
+        if (ck["fingerprint"] != _fingerprint(self.cfg) or ck["spec"] != self.model.spec
+                or ck.get("layout", self.layout) != self.layout):
             raise CheckpointError(f"meta-train checkpoint {self.last_path} was made with different predictor/meta "
                                   f"settings or tasks; resume with the same config or choose another meta.out")
         try:
@@ -489,7 +504,9 @@ def load_tasks(cfg, mode: str, required: bool = True) -> list[TaskRecords]:
         if not task_file(cfg.db.out, mode, task).is_file():
             raise DataError(f"database file {task_file(cfg.db.out, mode, task)} does not exist; build the database "
                             f"first (main.py build-db) or fix config key 'db.out'")
-        out.append(load_records(cfg.db.out, mode, task, space, 0, cfg.run.allow_legacy_pickle))
+        rec = load_records(cfg.db.out, mode, task, space, 0, cfg.run.allow_legacy_pickle)
+        rec.layout = rec.layout or config_layout(cfg)   # the authors' files carry none: the config declares it
+        out.append(rec)
     return out
 
 
@@ -505,7 +522,9 @@ def train_or_reuse(cfg, train, valid, test, device, progress: bool = True) -> Pa
     if last.is_file():
         try:
             ck = safe_torch_load(last, what="meta-train checkpoint")
-            same = isinstance(ck, dict) and ck.get("fingerprint") == _fingerprint(cfg)
+            layout = _layout_of(list(train) + list(valid) + list(test))
+            same = (isinstance(ck, dict) and ck.get("fingerprint") == _fingerprint(cfg)
+                    and ck.get("layout", layout) == layout)   # a database rebuilt with other inputs: train again
         except CheckpointError:
             same, ck = False, None
         if same and int(ck["episode"]) >= cfg.meta.episodes and best.is_file():

@@ -10,7 +10,8 @@ plus the project's extra keys ``macs`` and ``params`` (readers of the authors' f
 keys; files without them get the values recomputed from the architecture). The teacher's support
 record is the same dict with one entry at ``<root>/<mode>/teacher/<task>-logs_noise_actmap.pt``.
 Search candidates (no accuracies) use the same keys at ``preprocessed/search/<dataset>.pt`` with
-accuracies set to NaN.
+accuracies set to NaN, plus the authors' nesting (``pred_inp``, ``arch_info``); the authors' own pools are
+read by :func:`candidate_dict`. Every file we write carries its input layout (:mod:`dass.layout`).
 
 In memory a task is a :class:`TaskRecords`: stacked tensors, ready for the predictor.
 """
@@ -20,12 +21,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from .errors import DassError
 from .io import atomic_torch_save, safe_torch_load
+from .layout import KEY as LAYOUT_KEY, require_same
 from .space import Arch, SearchSpace
 
 MAP_KEY = "noise_actmap_stage-4"
@@ -61,6 +63,7 @@ class TaskRecords:
     teacher: Optional[TeacherRecord] = None
     dataset_features: Optional[torch.Tensor] = None  # classes x samples x F, for the D input
     extra: dict = field(default_factory=dict)
+    layout: Optional[dict] = None    # dass.layout: the encoding and noise these inputs were made with
     # Multi-seed labels (docs/method.md#benchmark): best_acc/final_acc are then the means over these seeds.
     kd_seeds: Optional[list[int]] = None
     seed_best_acc: Optional[torch.Tensor] = None    # seeds x N
@@ -76,8 +79,8 @@ class TaskRecords:
         return TaskRecords(self.task, [self.archs[i] for i in il], self.arch_enc[idx], self.fmaps[idx],
                            self.best_acc[idx], self.final_acc[idx], self.final_loss[idx], self.macs[idx],
                            self.params[idx], [self.net_index[i] for i in il], self.teacher,
-                           self.dataset_features, dict(self.extra), self.kd_seeds, cols(self.seed_best_acc),
-                           cols(self.seed_final_acc))
+                           self.dataset_features, dict(self.extra), self.layout, self.kd_seeds,
+                           cols(self.seed_best_acc), cols(self.seed_final_acc))
 
 
 def _fmap(t: torch.Tensor) -> torch.Tensor:
@@ -106,6 +109,8 @@ def records_to_dict(rec: TaskRecords) -> dict:
         d["kd_seeds"] = list(rec.kd_seeds)
         d["seed_best_acc"] = rec.seed_best_acc.tolist()
         d["seed_final_acc"] = rec.seed_final_acc.tolist()
+    if rec.layout is not None:
+        d[LAYOUT_KEY] = rec.layout
     return d
 
 
@@ -124,6 +129,8 @@ def dict_to_records(d: dict, task: str, source: str, space: Optional[SearchSpace
                             f"is corrupt, rebuild it")
     if n == 0:
         raise DassError(f"{source}: holds no records; rebuild it")
+    if not isinstance(d.get(LAYOUT_KEY, {}), dict):
+        raise DassError(f"{source}: its '{LAYOUT_KEY}' entry is not a mapping; the file is corrupt, rebuild it")
     archs = [Arch.from_authors(dc, cw) for dc, cw in zip(d["depth_config"], d["channel_widths"])]
     fmaps = torch.stack([_fmap(m) for m in d[MAP_KEY]])
     arch_enc = torch.stack([torch.as_tensor(e).float().flatten() for e in d["arch_enc"]])
@@ -148,7 +155,7 @@ def dict_to_records(d: dict, task: str, source: str, space: Optional[SearchSpace
     return TaskRecords(task=task, archs=archs, arch_enc=arch_enc, fmaps=fmaps, best_acc=vec("best_acc"),
                        final_acc=vec("final_acc"), final_loss=vec("final_loss"), macs=macs, params=params,
                        net_index=[int(x) for x in d["net_index"]],
-                       dataset_features=d.get("dataset_features"), **per_seed)
+                       dataset_features=d.get("dataset_features"), layout=d.get(LAYOUT_KEY), **per_seed)
 
 
 def _seed_table(d: dict, key: str, n: int, source: str) -> torch.Tensor:
@@ -157,6 +164,51 @@ def _seed_table(d: dict, key: str, n: int, source: str) -> torch.Tensor:
         raise DassError(f"{source}: '{key}' must hold one list of {n} accuracies per entry of 'kd_seeds'; the file "
                         f"is corrupt, rebuild it")
     return t
+
+
+def candidate_dict(d: dict, source: str, net_samples: Optional[Callable[[], list]] = None) -> dict:
+    """A search pool, ours or the authors', as the flat dict of parallel lists :func:`dict_to_records` reads.
+
+    The authors' pool nests the predictor inputs under ``pred_inp`` (``pred_inp.arch_enc``; the maps under
+    the top-level map key or ``pred_inp.func_enc``), may keep the architectures under ``arch_info`` or
+    only in ``net_info/net_samples.pt`` (``net_samples()`` reads it), and has no accuracies
+    (docs/method.md#authors-compat).
+    """
+    if not isinstance(d, dict):
+        raise DassError(f"{source}: expected a dict (a search pool), got {type(d).__name__}; rebuild it")
+    pred = d.get("pred_inp") if isinstance(d.get("pred_inp"), dict) else {}
+    info = d.get("arch_info") if isinstance(d.get("arch_info"), dict) else {}
+    enc = d.get("arch_enc", pred.get("arch_enc"))
+    maps = d.get(MAP_KEY, pred.get("func_enc"))
+    for key, val in (("arch_enc", enc), (MAP_KEY, maps)):
+        if val is None:
+            raise DassError(f"{source}: has neither '{key}' nor 'pred_inp.{key}'; it is not a search pool, "
+                            f"rebuild it with main.py build-db --candidates")
+    n = len(enc)
+    dc, cw = d.get("depth_config") or info.get("depth_config"), d.get("channel_widths") or info.get("channel_widths")
+    if not dc or not cw:
+        entries = net_samples() if net_samples is not None else None
+        if not isinstance(entries, (list, tuple)) or len(entries) != n:
+            got = "no" if entries is None else len(entries) if isinstance(entries, (list, tuple)) else "no list of"
+            raise DassError(f"{source}: its {n} candidates carry no architectures and net_info/net_samples.pt has "
+                            f"{got} entries; download the authors' preprocessed/ folder whole or rebuild the pool")
+        try:
+            dc, cw = [list(e[2]) for e in entries], [list(e[3]) for e in entries]
+        except (TypeError, IndexError, KeyError):
+            raise DassError(f"{source}: net_info/net_samples.pt entries are not (flops, params, depth_config, "
+                            f"channel_widths); download it again") from None
+    out = {k: v for k, v in d.items() if k not in ("pred_inp", "arch_info")}
+    out.update({"arch_enc": list(enc), MAP_KEY: list(maps), "depth_config": dc, "channel_widths": cw})
+    out.setdefault("net_index", list(range(n)))
+    for k in ("final_acc", "best_acc", "final_loss"):
+        out.setdefault(k, [math.nan] * n)
+    return out
+
+
+def nest_for_authors(d: dict) -> dict:
+    """Our pool dict plus the authors' nesting (``pred_inp``, ``arch_info``), so their search reads it too."""
+    return {**d, "pred_inp": {"arch_enc": d["arch_enc"]},
+            "arch_info": {"depth_config": d["depth_config"], "channel_widths": d["channel_widths"]}}
 
 
 def task_file(root: str | os.PathLike, mode: str, task: str) -> Path:
@@ -171,23 +223,31 @@ def save_records(rec: TaskRecords, root: str | os.PathLike, mode: str) -> Path:
     """Write a task's student file and (when present) its teacher record, atomically."""
     p = atomic_torch_save(records_to_dict(rec), task_file(root, mode, rec.task))
     if rec.teacher is not None:
-        save_teacher_record(rec.teacher, rec.task, root, mode)
+        save_teacher_record(rec.teacher, rec.task, root, mode, rec.layout)
     return p
 
 
-def teacher_record_dict(t: TeacherRecord) -> dict:
-    return {"net_index": [-1], "arch_enc": [t.arch_enc.clone()], MAP_KEY: [t.fmap.clone()],
-            "depth_config": [list(t.arch.depths)], "channel_widths": [[list(w) for w in t.arch.widths]],
-            "final_acc": [float(t.acc)], "best_acc": [float(t.acc)], "final_loss": [float("nan")]}
+def teacher_record_dict(t: TeacherRecord, layout: Optional[dict] = None) -> dict:
+    d = {"net_index": [-1], "arch_enc": [t.arch_enc.clone()], MAP_KEY: [t.fmap.clone()],
+         "depth_config": [list(t.arch.depths)], "channel_widths": [[list(w) for w in t.arch.widths]],
+         "final_acc": [float(t.acc)], "best_acc": [float(t.acc)], "final_loss": [float("nan")]}
+    if layout is not None:
+        d[LAYOUT_KEY] = layout
+    return d
 
 
-def save_teacher_record(t: TeacherRecord, task: str, root: str | os.PathLike, mode: str) -> Path:
-    return atomic_torch_save(teacher_record_dict(t), teacher_file(root, mode, task))
+def save_teacher_record(t: TeacherRecord, task: str, root: str | os.PathLike, mode: str,
+                        layout: Optional[dict] = None) -> Path:
+    return atomic_torch_save(teacher_record_dict(t, layout), teacher_file(root, mode, task))
 
 
-def load_teacher_record(root: str | os.PathLike, mode: str, task: str, allow_pickle: bool = False) -> TeacherRecord:
+def load_teacher_record(root: str | os.PathLike, mode: str, task: str, allow_pickle: bool = False,
+                        layout: Optional[dict] = None) -> TeacherRecord:
+    """The support record; refused when it was made with another layout than ``layout`` (its students')."""
     p = teacher_file(root, mode, task)
     r = dict_to_records(safe_torch_load(p, allow_pickle, what="teacher record"), task, str(p))
+    require_same(r.layout, layout, f"teacher record {p}", f"the {task} students it supports",
+                 "rebuild both with one configuration")
     return TeacherRecord(arch=r.archs[0], arch_enc=r.arch_enc[0], fmap=r.fmaps[0], acc=float(r.best_acc[0]))
 
 
@@ -197,7 +257,7 @@ def load_records(root: str | os.PathLike, mode: str, task: str, space: Optional[
     p = task_file(root, mode, task)
     rec = dict_to_records(safe_torch_load(p, allow_pickle, what="database file"), task, str(p), space, num_classes)
     if with_teacher:
-        rec.teacher = load_teacher_record(root, mode, task, allow_pickle)
+        rec.teacher = load_teacher_record(root, mode, task, allow_pickle, rec.layout)
         if rec.teacher.arch_enc.shape != rec.arch_enc.shape[1:]:
             raise DassError(f"{teacher_file(root, mode, task)}: teacher encoding has {rec.teacher.arch_enc.numel()} "
                             f"entries but the students' have {rec.arch_enc.shape[1]}; both must come from one space")
@@ -206,3 +266,9 @@ def load_records(root: str | os.PathLike, mode: str, task: str, space: Optional[
 
 def candidate_file(root: str | os.PathLike, dataset: str) -> Path:
     return Path(root) / f"{dataset}.pt"
+
+
+def net_samples_file(db_out: str | os.PathLike) -> Path:
+    """``preprocessed/net_info/net_samples.pt`` next to ``preprocessed/ours``: the candidate list through which
+    the authors' KD script resolves a searched index (docs/method.md#authors-compat)."""
+    return Path(db_out).parent / "net_info" / "net_samples.pt"

@@ -1,6 +1,7 @@
 """Rapid distillation-aware student search on an unseen task (issue 7).
 
-1. Candidates: the pool written by ``build-db`` (``preprocessed/search/<task>.pt``), or -- for a user's
+1. Candidates: the pool written by ``build-db`` or the authors' (``preprocessed/search/<task>.pt``, see
+   :func:`dass.records.candidate_dict`), or -- for a user's
    own dataset and teacher -- computed on the fly: the same seeded candidate architectures, remapped from
    the teacher and embedded on the fixed noise (no training).
 2. Adapt the meta-trained predictor on the task's teacher (one inner step on the teacher's own record:
@@ -8,7 +9,8 @@
 3. Apply optional MACs / params budgets, rank, keep the top-k.
 
 Outputs under ``search.out``: ``obtained_net_index.yaml`` in the authors' format
-(``net_index: {<dataset>: {<method>: <index>}}``, merged with what is there), ``<task>_scores.csv`` (every
+(``net_index: {<dataset>: {<method>: <index>}}``, merged with what is there, also with the authors' file and
+its ``defaultdict`` tag), ``<task>_scores.csv`` (every
 candidate: index, score, MACs, params, architecture) and ``<task>_candidates.pt`` (the candidate
 architectures as a list of ``{"depth_config", "channel_widths"}`` dicts, which ``main.py kd --from-search``
 reads back).
@@ -25,7 +27,8 @@ import yaml
 
 from .config import Config, resolve_device
 from .errors import ConfigError, DassError
-from .io import atomic_torch_save, atomic_write_text, write_csv
+from .io import atomic_torch_save, atomic_write_text, read_authors_yaml, write_csv
+from .layout import config_layout
 from .methods import get, score, variant_config
 from .records import TaskRecords, candidate_file
 from .space import Arch, SearchSpace
@@ -80,7 +83,9 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
 
     path = candidate_file(search_root(cfg), task)
     if teacher_path is None and path.is_file():
-        return load_candidates(path, task, cfg.run.allow_legacy_pickle)
+        rec = load_candidates(path, task, cfg.run.allow_legacy_pickle, cfg.db.out, SearchSpace.from_config(cfg))
+        rec.layout = rec.layout or config_layout(cfg)  # the authors' pools carry none: the config declares it
+        return rec
     from .data import load_task
 
     device = device or resolve_device(cfg.run.device)
@@ -147,6 +152,9 @@ def write_search(cfg: Config, res: SearchResult) -> Path:
                      "channel_widths": [list(w) for w in a.widths]})
     write_csv(out / f"{res.task}_scores.csv", rows)
     atomic_torch_save([a.to_dict() for a in res.records.archs], out / f"{res.task}_candidates.pt")
+    from .database import net_samples_of, sync_net_samples
+
+    sync_net_samples(cfg, net_samples_of(res.records), strict=False)  # where the authors' KD looks
     return update_obtained_index(out, res.task, res.method, res.records.net_index[res.best])
 
 
@@ -154,11 +162,10 @@ def update_obtained_index(out: str | os.PathLike, task: str, method: str, index:
     """Merge one entry into ``obtained_net_index.yaml`` (authors' format) atomically."""
     path = Path(out) / "obtained_net_index.yaml"
     doc = {}
-    if path.is_file():
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            raise DassError(f"{path} is not valid YAML; delete it and re-run the search") from None
+    if path.is_file():  # ours or the authors' (a yaml.dump of a defaultdict)
+        doc = read_authors_yaml(path, "search result", "delete it and re-run the search") or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("net_index", {}), dict):
+        raise DassError(f"search result {path} is not a net_index mapping; delete it and re-run the search")
     doc.setdefault("net_index", {}).setdefault(task, {})[method] = int(index)
     atomic_write_text(path, yaml.safe_dump(doc, sort_keys=True))
     return path

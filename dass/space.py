@@ -104,7 +104,8 @@ class SearchSpace:
 
     def __init__(self, stage_widths: Sequence[int] = (32, 64, 128, 256),
                  stage_strides: Sequence[int] = (1, 2, 2, 2), max_depth: int = 5, min_depth: int = 1,
-                 width_multipliers: Optional[Sequence[float]] = None, image_size: int = 64):
+                 width_multipliers: Optional[Sequence[float]] = None, image_size: int = 64,
+                 last_block_full_width: bool = False):
         self.stage_widths = tuple(int(w) for w in stage_widths)
         self.stage_strides = tuple(int(s) for s in stage_strides)
         self.max_depth = int(max_depth)
@@ -112,6 +113,9 @@ class SearchSpace:
         mult = width_multipliers if width_multipliers is not None else [0.5 + 0.0625 * i for i in range(9)]
         self.width_multipliers = tuple(float(m) for m in mult)
         self.image_size = int(image_size)
+        # docs/method.md#space: the authors' KD copies the teacher's classifier unsliced and their student
+        # encoder takes exactly the teacher's last-stage channels, so their students end at full width.
+        self.last_block_full_width = bool(last_block_full_width)
         if len(self.stage_strides) != len(self.stage_widths):
             raise ArchError("SearchSpace needs one stride per stage")
         # choices[s] = the allowed widths of any block in stage s, in multiplier order
@@ -123,12 +127,12 @@ class SearchSpace:
         """From a :class:`dass.config.SpaceConfig` (or a full Config, whose ``.space`` is used)."""
         sc = getattr(cfg, "space", cfg)
         return cls(sc.stage_widths, sc.stage_strides, sc.max_depth, sc.min_depth, sc.width_multipliers,
-                   sc.image_size)
+                   sc.image_size, getattr(sc, "last_block_full_width", False))
 
     def __repr__(self) -> str:
         return (f"SearchSpace(stage_widths={list(self.stage_widths)}, max_depth={self.max_depth}, "
                 f"min_depth={self.min_depth}, width_multipliers={list(self.width_multipliers)}, "
-                f"image_size={self.image_size})")
+                f"image_size={self.image_size}, last_block_full_width={self.last_block_full_width})")
 
     # --- membership --------------------------------------------------------------------------
     @property
@@ -149,6 +153,9 @@ class SearchSpace:
                 if w not in self._choice_index[s]:
                     raise ArchError(f"architecture {arch}: stage {s + 1} block {b + 1} width {w} is not one of "
                                     f"{list(self.choices[s])}")
+        if self.last_block_full_width and arch.out_channels != self.stage_widths[-1]:
+            raise ArchError(f"architecture {arch}: its last block has width {arch.out_channels}, but this space "
+                            f"(space.last_block_full_width=true) fixes it at the teacher's {self.stage_widths[-1]}")
         return arch
 
     def contains(self, arch: Arch) -> bool:
@@ -162,13 +169,19 @@ class SearchSpace:
         return Arch([self.max_depth] * self.num_stages, [[w] * self.max_depth for w in self.stage_widths])
 
     def smallest(self) -> Arch:
-        return Arch([self.min_depth] * self.num_stages, [[c[0]] * self.min_depth for c in self.choices])
+        widths = [[c[0]] * self.min_depth for c in self.choices]
+        if self.last_block_full_width:
+            widths[-1][-1] = self.stage_widths[-1]
+        return Arch([self.min_depth] * self.num_stages, widths)
 
     def sample(self, rng: RNG = None) -> Arch:
-        """Uniform sample: depth uniform per stage, then each block's width uniform over the choices."""
+        """Uniform sample: depth uniform per stage, then each block's width uniform over the choices; with
+        ``last_block_full_width`` the last block's drawn width is replaced by the teacher's (same draws)."""
         g = _as_rng(rng)
         depths = [int(g.integers(self.min_depth, self.max_depth + 1)) for _ in range(self.num_stages)]
         widths = [[int(c[g.integers(len(c))]) for _ in range(d)] for d, c in zip(depths, self.choices)]
+        if self.last_block_full_width:
+            widths[-1][-1] = self.stage_widths[-1]
         return Arch(depths, widths)
 
     def sample_many(self, n: int, rng: RNG = None, unique: bool = True, exclude_teacher: bool = False) -> list[Arch]:

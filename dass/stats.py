@@ -175,7 +175,8 @@ def topk_rows(scores: np.ndarray, truth: np.ndarray, within: np.ndarray, k: int)
     order = np.argsort(-s, axis=-1, kind="stable")[:, :k]
     picked = np.take_along_axis(truth, order, -1)
     ok = np.take_along_axis(within, order, -1)
-    return np.where(ok, picked, -np.inf).max(-1)
+    best = np.where(ok, picked, -np.inf).max(-1)
+    return np.where(np.isfinite(best), best, np.nan)   # a resample with nobody inside the budget
 
 
 def search_bootstrap(truth, scores: Mapping[str, np.ndarray], within, k: int, num: int = NUM_RESAMPLES,
@@ -185,8 +186,8 @@ def search_bootstrap(truth, scores: Mapping[str, np.ndarray], within, k: int, nu
     t, w = np.asarray(truth, np.float64), np.asarray(within, bool)
     idx = resample_indices(len(t), num, np.random.default_rng(seed))
     ti, wi = t[idx], w[idx]
-    out = {"oracle": (float(t[w].max()) if w.any() else math.nan,
-                      np.where(wi, ti, -np.inf).max(-1))}
+    oracle = np.where(wi, ti, -np.inf).max(-1)
+    out = {"oracle": (float(t[w].max()) if w.any() else math.nan, np.where(np.isfinite(oracle), oracle, np.nan))}
     for m, sc in scores.items():
         runs = as_rows(sc)
         point = np.mean([topk_rows(r[None], t[None], w[None], k)[0] for r in runs])

@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .records import MODES, TaskRecords, TeacherRecord, save_records
+from .records import LIST_KEYS, MAP_KEY, MODES, TaskRecords, TeacherRecord, records_to_dict, save_records
 from .space import SearchSpace
 
 
@@ -111,7 +111,51 @@ def fixture_db_for_config(cfg, root: Optional[str | Path] = None, **kw) -> dict[
     return make_fixture_db(space, tasks, seed=cfg.db.sample_seed, root=root if root is not None else cfg.db.out, **kw)
 
 
-__all__ = ["make_task", "make_fixture_db", "fixture_db_for_config"]
+def _authors_dict(rec: TaskRecords) -> dict:
+    """Exactly the authors' keys: no macs/params/features, maps with a leading batch dim of 1."""
+    d = {k: v for k, v in records_to_dict(rec).items() if k in LIST_KEYS}
+    d[MAP_KEY] = [m.unsqueeze(0) for m in d[MAP_KEY]]
+    return d
+
+
+def write_authors_preprocessed(space: SearchSpace, root: str | Path, tasks: dict[str, Sequence[str]],
+                               n_students: int = 24, num_candidates: int = 12, seed: int = 0) -> Path:
+    """A ``preprocessed/`` folder laid out as the authors' release is (docs/method.md#authors-compat), from the
+    fixture tasks of :func:`make_task`: ``ours/<mode>/<task>-logs_noise_actmap.pt`` and its ``teacher/``
+    record, and for each meta-test task a search pool ``search/<task>.pt`` holding only the predictor inputs
+    nested under ``pred_inp`` and the map key (no architectures, no teacher), whose architectures are
+    listed once in ``net_info/net_samples.pt`` as ``(flops, params, depth_config, channel_widths)``."""
+    from .records import teacher_record_dict
+
+    root = Path(root)
+    ours = root / "ours"
+    by_mode = make_fixture_db(space, tasks, n_students, seed)
+    for mode, recs in by_mode.items():
+        for rec in recs:
+            _save(_authors_dict(rec), ours / mode / f"{rec.task}-logs_noise_actmap.pt")
+            t = teacher_record_dict(rec.teacher)
+            t[MAP_KEY] = [m.unsqueeze(0) for m in t[MAP_KEY]]
+            _save(t, ours / mode / "teacher" / f"{rec.task}-logs_noise_actmap.pt")
+    cands = space.sample_many(num_candidates, rng=np.random.default_rng([int(seed), 30_000]))
+    _save([(space.macs(a), space.params(a), list(a.depths), [list(w) for w in a.widths]) for a in cands],
+          root / "net_info" / "net_samples.pt")
+    for rec in by_mode.get("meta_test", []):
+        maps = []
+        for a in cands:   # the teacher's map restricted to the candidate's channels, scaled by its size
+            m = rec.teacher.fmap.clone() * (space.params(a) / space.params(space.teacher()))
+            m[a.out_channels:] = 0.0
+            maps.append(m.unsqueeze(0))
+        _save({"pred_inp": {"arch_enc": [space.encode(a) for a in cands]}, MAP_KEY: maps},
+              root / "search" / f"{rec.task}.pt")
+    return root
+
+
+def _save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+
+
+__all__ = ["make_task", "make_fixture_db", "fixture_db_for_config", "write_authors_preprocessed"]
 
 
 def write_toy_task(root, name: str, num_classes: int, n_train: int, n_test: int, seed: int, size: int = 8,

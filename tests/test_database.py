@@ -5,7 +5,7 @@ import torch
 from dass import database as db
 from dass.config import load_config
 from dass.errors import DassError
-from dass.records import load_records, task_file
+from dass.records import load_records, load_teacher_record, net_samples_file, task_file
 
 from clitools import write_toy_tasks
 
@@ -140,6 +140,25 @@ def test_candidates(reference, tmp_path):
     assert rec.teacher is not None and rec.fmaps.shape == (4, 16, 1, 1)
     ns = torch.load(db.search_root(cfg) / "net_samples.pt", weights_only=True)
     assert len(ns) == 4 and len(ns[0]) == 4
+    # also where the authors' tools look: the nested pool inputs, the teacher record, net_info/net_samples.pt
+    d = torch.load(paths[0], weights_only=True)
+    assert torch.equal(torch.stack(d["pred_inp"]["arch_enc"]), rec.arch_enc)
+    assert d["arch_info"]["channel_widths"] == [[list(w) for w in a.widths] for a in rec.archs]
+    t = load_teacher_record(cfg.db.out, "meta_test", "toy-2")
+    assert t.acc == rec.teacher.acc and torch.equal(t.fmap, rec.teacher.fmap)
+    assert torch.load(net_samples_file(cfg.db.out), weights_only=True) == ns
+
+
+def test_candidates_keep_a_foreign_net_samples(reference, tmp_path):
+    cfg, _ = reference
+    cfg = tiny_cfg(cfg.data.root, tmp_path / "db2", cfg.run.checkpoint_dir)
+    foreign = net_samples_file(cfg.db.out)
+    foreign.parent.mkdir(parents=True)
+    torch.save([(1, 2, [1, 1, 1, 1], [[4], [8], [8], [16]])], foreign)
+    before = foreign.read_bytes()
+    with pytest.raises(DassError, match="lists other candidates .* not overwritten"):
+        db.build_candidates(cfg, progress=False, log=lambda s: None)
+    assert foreign.read_bytes() == before and not list(db.search_root(cfg).glob("toy-*.pt"))
 
 
 def test_bad_shard_arguments(reference):
@@ -238,3 +257,14 @@ def test_multi_seed_items_are_not_mixed_with_single_seed_ones(reference, data_ro
     assert db.load_item(cfg, item) is not None and db.load_item(other, item) is None
     changed = tiny_cfg(data_root, cfg.db.out, cfg.run.checkpoint_dir, **{"data.synthetic_train_per_class": 7})
     assert db.load_item(changed, item) is None      # how the tasks were made is part of an item's identity
+
+
+def test_fingerprint_unchanged_while_last_block_full_width_is_off():
+    """A pinned fingerprint: a change invalidates every build's finished items, so it changes only on
+    purpose (last: the data section joined it). Turning last_block_full_width on changes it."""
+    from dass.space import Arch
+
+    arch = Arch([1, 1, 1, 1], [[32], [64], [128], [256]])
+    assert db.fingerprint(load_config(None, []), "cub", 3, arch) == "fe318d2ea30a0632ba7b"
+    on = load_config(None, ["space.last_block_full_width=true"])
+    assert db.fingerprint(on, "cub", 3, arch) != "fe318d2ea30a0632ba7b"

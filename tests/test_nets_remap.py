@@ -123,3 +123,17 @@ def test_load_teacher_errors(tmp_path, teacher):
         load_teacher(bad, PAPER.teacher(), 10)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_teacher(tmp_path / "nope.pth.tar", PAPER.teacher(), 10)
+
+
+@pytest.mark.parametrize("strategy", ["copy_paste_first", "copy_paste_last"])
+def test_full_width_students_need_no_padding_and_take_the_whole_classifier(teacher, strategy):
+    from dass.embed import functional_map, noise_input, remapped_map
+
+    space = SearchSpace(last_block_full_width=True)
+    noise = noise_input(64, 1, 0)
+    for arch in space.sample_many(3, rng=11):
+        s = remapped_student(teacher, arch, strategy)
+        assert torch.equal(s.fc.weight, teacher.fc.weight) and torch.equal(s.fc.bias, teacher.fc.bias)
+        own = functional_map(s, noise)                 # no channels asked: the map as the student gives it
+        assert own.shape == (256, 8, 8)
+        assert torch.allclose(remapped_map(teacher, arch, noise, strategy, channels=256), own, atol=1e-4)

@@ -117,3 +117,27 @@ def test_from_authors_trims():
     a = Arch.from_authors([1, 2, 1, 1], [[32] * 5, [64] * 5, [128] * 5, [256] * 5])
     assert a.widths == ((32,), (64, 64), (128,), (256,))
     assert Arch.from_dict(a.to_dict()) == a
+
+
+def test_last_block_full_width_fixes_only_that_width():
+    free, full = SearchSpace(), SearchSpace(last_block_full_width=True)
+    a, b = free.sample_many(200, rng=5), full.sample_many(200, rng=5)
+    assert all(x.out_channels == 256 for x in b) and any(x.out_channels != 256 for x in a)
+    # the same draws: every other width and every depth agree, the encoding keeps its 181 entries
+    for x, y in zip(a, b):
+        assert x.depths == y.depths and x.widths[:-1] == y.widths[:-1] and x.widths[-1][:-1] == y.widths[-1][:-1]
+    assert full.encoding_dim == 181 and full.encode(b[0]).shape == (181,)
+    assert full.decode(full.encode(b[0])) == b[0]
+    assert {x.depths[-1] for x in b} == {1, 2, 3, 4, 5}
+    assert len({x.widths[-1][0] for x in b if x.depths[-1] > 1}) == 9   # the other stage-4 slots still vary
+    assert full.smallest().out_channels == 256 and full.contains(full.teacher())
+    narrow = next(x for x in a if x.out_channels != 256)
+    with pytest.raises(ArchError, match=r"last block has width \d+, .*\(space.last_block_full_width=true\)"):
+        full.validate(narrow)
+
+
+def test_last_block_full_width_from_config():
+    from dass.config import load_config
+
+    assert SearchSpace.from_config(load_config("configs/paper.yaml", [])).last_block_full_width
+    assert not SearchSpace.from_config(load_config("configs/demo.yaml", [])).last_block_full_width

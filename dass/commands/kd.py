@@ -100,16 +100,12 @@ def read_archs(path: str | Path, allow_pickle: bool = False) -> list[Arch]:
 
 def arch_from_search(cfg, task: str, method: str) -> tuple[Arch, int]:
     """The searched student of ``task`` by ``method`` (contract in the module docstring)."""
-    from ..io import safe_torch_load
+    from ..io import read_authors_yaml, safe_torch_load
 
     out = Path(cfg.search.out)
     ypath = out / "obtained_net_index.yaml"
-    if not ypath.is_file():
-        raise DataError(f"search result {ypath} does not exist; run `python main.py search --task {task}` first")
-    try:
-        doc = yaml.safe_load(ypath.read_text())
-    except yaml.YAMLError:
-        raise DataError(f"search result {ypath} is not valid YAML; re-run the search") from None
+    # ours is plain YAML; the authors' is a yaml.dump of a defaultdict (docs/method.md#authors-compat)
+    doc = read_authors_yaml(ypath, "search result", f"run `python main.py search --task {task}` first")
     try:
         index = doc["net_index"][task][method]
     except (KeyError, TypeError):
@@ -118,6 +114,13 @@ def arch_from_search(cfg, task: str, method: str) -> tuple[Arch, int]:
     if isinstance(index, bool) or not isinstance(index, int):
         raise DataError(f"search result {ypath}: net_index.{task}.{method} must be an integer, got {index!r}")
     cpath = out / f"{task}_candidates.pt"
+    if not cpath.is_file():  # the authors' search writes only the index; their KD resolves it here
+        from ..records import net_samples_file
+
+        cpath = net_samples_file(cfg.db.out)
+        if not cpath.is_file():
+            raise DataError(f"neither {out / f'{task}_candidates.pt'} nor {cpath} exists to resolve the searched "
+                            f"index {index}; re-run `python main.py search --task {task}`")
     cands = safe_torch_load(cpath, allow_pickle=cfg.run.allow_legacy_pickle, what="search candidates file")
     if not isinstance(cands, (list, tuple)) or not 0 <= index < len(cands):
         n = len(cands) if isinstance(cands, (list, tuple)) else "no"
