@@ -231,6 +231,11 @@ class DemoConfig:
     real_test_task: str = "digits"
     budget_frac: float = 0.5        # search budget: MACs <= this fraction of the teacher's
     workers: int = 0                # local build-db processes; 0 = min(2, CPU count)
+    # The headline comparison runs on the committed benchmark database (docs/method.md#benchmark):
+    # its config ("" = skip), the meta-training seeds of DaSS and the trained baselines, the methods.
+    benchmark: str = "configs/bench.yaml"
+    benchmark_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    benchmark_methods: str = "random,macs,params,diswot,metad2a"
 
 
 @dataclass

@@ -22,10 +22,24 @@ def tiny_overrides(out):
             "predictor.dataset_samples_per_class=2", "predictor.dataset_feature_dim=8", "demo.workers=1"]
 
 
+def write_benchmark_config(out, ov) -> Path:
+    """The headline stage's benchmark at tiny size: the demo's own freshly built database."""
+    import yaml
+
+    from dass.config import load_config, to_dict
+
+    doc = to_dict(load_config(ROOT / "configs" / "demo.yaml", ov))
+    path = out / "bench.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in doc.items() if k != "demo"}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     ov = tiny_overrides(out)
+    ov += [f"demo.benchmark={write_benchmark_config(out, ov)}", "demo.benchmark_seeds=[0,1]",
+           "demo.benchmark_methods=macs,metad2a"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "main.py", "demo", "--config", "configs/demo.yaml", *ov], cwd=ROOT,
                        capture_output=True, text=True, env=env, timeout=900)
@@ -45,6 +59,19 @@ def test_demo_report(demo_run):
             assert len(d[who]["accs"]) == 2 and 0 <= d[who]["mean"] <= 100
         assert rep["search"][task]["dass"]["macs"] <= rep["search"][task]["budget_macs"]
     assert "Spearman" in r.stdout and "Wall time per stage" in (out / "report.md").read_text()
+    # the headline: DaSS over two meta-training seeds against MACs and MetaD2A, with intervals and verdicts
+    b = rep["benchmark"]
+    assert b["stats"]["dass_seeds"]["runs"] == 2 and b["manifest"] is None
+    pooled = {x["method"]: x for x in b["stats"]["rows"] if x["task"] == "pooled"}
+    assert set(pooled) == {"dass", "macs", "metad2a"}
+    assert pooled["macs"]["verdict"] in ("better", "worse", "not resolved")
+    assert pooled["macs"]["lo"] <= pooled["macs"]["spearman"] <= pooled["macs"]["hi"]
+    text = (out / "report.md").read_text()
+    assert "Headline" in text and "not verified" in text.lower() and "sample standard deviation" in text
+    # the saved config is the one that ran, budget included
+    import yaml
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["config"]["search"]["max_macs"] == rep["search"]["synth-3"]["budget_macs"] > 0
     import yaml
     idx = yaml.safe_load((out / "search" / "obtained_net_index.yaml").read_text())
     assert set(idx["net_index"]) == {"synth-3", "digits"}

@@ -1,0 +1,58 @@
+"""Choose the benchmark's predictor settings on meta-valid only (the unseen tasks are never loaded).
+
+Each candidate is the benchmark config plus a few overrides (the method's own levers: episodes, query
+size, target normalisation, inputs). Each is meta-trained once per seed into ``exp/bench/select/<name>``
+(reused when done) and scored by its best mean meta-valid Spearman, the figure meta-training selects its
+checkpoint by. Prints a table; the winner's overrides go into configs/bench.yaml by hand.
+
+    python bench/select_predictor.py --config configs/bench.yaml --seeds 0,1
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dass.config import load_config, resolve_device  # noqa: E402
+from dass.meta import load_predictor, load_tasks, train_or_reuse  # noqa: E402
+
+CANDIDATES = {
+    "base": [],
+    "episodes-1000": ["meta.episodes=1000"],
+    "query-50": ["meta.n_query=50"],
+    "inputs-STAD": ["predictor.inputs=[S,T,A,D]"],
+    "target-raw": ["predictor.target_norm=none"],
+    "wider": ["predictor.func_hidden=64", "predictor.func_dim=64", "predictor.arch_dim=32",
+              "predictor.head_hidden=32"],
+}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="configs/bench.yaml")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
+    p.add_argument("--out", default="exp/bench/select")
+    a = p.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    names = [n for n in CANDIDATES if not a.only or n in a.only.split(",")]
+    print(f"{'candidate':<16} {'meta-valid Spearman per seed':<36} mean")
+    for name in names:
+        vals = []
+        for seed in seeds:
+            cfg = load_config(a.config, [*CANDIDATES[name], f"meta.seed={seed}",
+                                         f"meta.out={Path(a.out) / name / f'seed{seed}'}"])
+            device = resolve_device(cfg.run.device)
+            best = train_or_reuse(cfg, load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"), [], device,
+                                  progress=False)
+            vals.append(float(load_predictor(best, device)[2].get("valid_spearman", float("nan"))))
+        print(f"{name:<16} {' '.join(f'{v:.3f}' for v in vals):<36} {np.mean(vals):.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

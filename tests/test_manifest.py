@@ -1,0 +1,88 @@
+"""The committed benchmark database: its manifest, and a check that it loads and matches its config."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dass import manifest
+from dass.config import load_config
+from dass.errors import DassError
+from dass.records import MODES, load_records
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "configs" / "bench.yaml"
+
+
+def _fake_db(tmp_path):
+    """A config file + a tiny database folder in the committed layout."""
+    doc = yaml.safe_load(BENCH.read_text())
+    doc["db"]["out"] = str(tmp_path / "db" / "preprocessed")
+    cfg_path = tmp_path / "bench.yaml"
+    cfg_path.write_text(yaml.safe_dump(doc))
+    pre = tmp_path / "db" / "preprocessed"
+    (pre / "meta_test").mkdir(parents=True)
+    (pre / "meta_test" / "a-logs_noise_actmap.pt").write_bytes(b"records" * 10)
+    (pre / "report.csv").write_text("task\na\n")
+    (pre / "_work").mkdir()
+    (pre / "_work" / "x.pt").write_bytes(b"not committed")
+    (tmp_path / "db" / "checkpoint" / "teacher" / "a").mkdir(parents=True)
+    (tmp_path / "db" / "checkpoint" / "teacher" / "a" / "model_best.pth.tar").write_bytes(b"weights")
+    return cfg_path, tmp_path / "db"
+
+
+def test_manifest_round_trip_and_one_changed_byte(tmp_path):
+    cfg_path, root = _fake_db(tmp_path)
+    path = manifest.write_manifest(cfg_path, "main.py build-db --config X")
+    doc = json.loads(path.read_text())
+    assert sorted(doc["files"]) == ["checkpoint/teacher/a/model_best.pth.tar", "preprocessed/meta_test/a-logs_noise_actmap.pt",
+                                    "preprocessed/report.csv"]                      # _work is never listed
+    assert manifest.verify_manifest(cfg_path)["command"] == "main.py build-db --config X"
+    f = root / "preprocessed" / "meta_test" / "a-logs_noise_actmap.pt"
+    data = bytearray(f.read_bytes())
+    data[3] ^= 1                                                   # one changed byte, same size
+    f.write_bytes(bytes(data))
+    with pytest.raises(DassError, match="a-logs_noise_actmap.pt: does not match its sha256"):
+        manifest.verify_manifest(cfg_path)
+    f.unlink()
+    with pytest.raises(DassError, match="missing"):
+        manifest.verify_manifest(cfg_path)
+
+
+def test_manifest_refuses_a_changed_config_but_not_other_sections(tmp_path):
+    cfg_path, _ = _fake_db(tmp_path)
+    manifest.write_manifest(cfg_path, "cmd")
+    doc = yaml.safe_load(cfg_path.read_text())
+    doc["meta"]["episodes"] = 7                                    # how the predictor trains: not the database
+    cfg_path.write_text(yaml.safe_dump(doc))
+    manifest.verify_manifest(cfg_path)
+    doc["kd"]["epochs"] = 6
+    cfg_path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(DassError, match="changed the sections"):
+        manifest.verify_manifest(cfg_path)
+    assert manifest.main(["verify", "--config", str(cfg_path)]) == 2
+    (tmp_path / "db" / manifest.NAME).write_text("{broken")
+    with pytest.raises(DassError, match="cannot read the manifest"):
+        manifest.verify_manifest(cfg_path)
+
+
+def test_write_manifest_needs_a_database(tmp_path):
+    cfg_path, root = _fake_db(tmp_path)
+    shutil.rmtree(root / "preprocessed" / "meta_test")
+    with pytest.raises(DassError, match="build the database first"):
+        manifest.write_manifest(cfg_path, "cmd")
+
+
+@pytest.mark.skipif(not (ROOT / "bench" / "db" / manifest.NAME).is_file(), reason="benchmark database not committed")
+def test_committed_benchmark_database_loads_and_matches_its_manifest():
+    doc = manifest.verify_manifest(BENCH)
+    cfg = load_config(BENCH)
+    assert doc["total_bytes"] <= 25 * 2 ** 20
+    from dass.database import num_students
+
+    for mode in MODES:
+        for task in getattr(cfg.tasks, mode):
+            rec = load_records(cfg.db.out, mode, task)
+            assert len(rec) == num_students(cfg, mode) and rec.seed_best_acc.shape == (2, len(rec))
+            assert f"preprocessed/{mode}/{task}-logs_noise_actmap.pt" in doc["files"]
