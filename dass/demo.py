@@ -148,9 +148,14 @@ def _benchmark(cfg: Config, out: Path, log) -> dict:
     manifest = verify_benchmark(bcfg, cfg.demo.benchmark)
     log(f"   benchmark database {bcfg.db.out}: " + ("manifest verified" if manifest else "no manifest (not verified)"))
     rep = run_meta_test(bcfg, baselines=cfg.demo.benchmark_methods, progress=False,
-                        out=out / "benchmark" / "meta_test", seeds=list(cfg.demo.benchmark_seeds))
+                        out=out / "benchmark" / "meta_test", seeds=list(cfg.demo.benchmark_seeds),
+                        workers=_workers(cfg))
     return {"config": cfg.demo.benchmark, "db": bcfg.db.out, "manifest": manifest, "stats": rep.stats,
             "database_report": _read_db_report(bcfg)}
+
+
+def _workers(cfg: Config) -> int:
+    return cfg.demo.workers or max(1, min(2, os.cpu_count() or 1))
 
 
 def _read_db_report(bcfg) -> dict:

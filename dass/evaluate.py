@@ -16,6 +16,7 @@ docs/method.md#evaluation. For every meta-test task each method scores the task'
 * ``stats.json`` (everything above), ``predictions.csv`` (every score) and one scatter plot per
   (task, method).
 
+``workers`` > 1 runs the meta-trainings in that many processes of one thread each.
 ``seeds``: meta-train every trained method once per meta-training seed (``meta.seed``), each into its
 own folder (reused when done), and report DaSS as mean ± sample std over seeds; without seeds DaSS is
 the given checkpoint and each trained baseline one run with the config's seed. Models are selected on
@@ -35,7 +36,7 @@ import torch
 
 from . import methods as registry
 from . import stats
-from .config import resolve_device
+from .config import from_dict, resolve_device, to_dict
 from .errors import CheckpointError, ConfigError, DataError
 from .io import write_csv, write_json
 from .meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
@@ -97,10 +98,34 @@ def _lacks_features(cfg, name: str, tests: list[TaskRecords], splits, explicit: 
     return True
 
 
+def _train_one(args) -> str:
+    """One meta-training in a worker process (one thread: the workers share the cores)."""
+    cfg_dict, = args
+    torch.set_num_threads(1)
+    rc = from_dict(cfg_dict)
+    tasks = [load_tasks(rc, m) for m in ("meta_train", "meta_valid", "meta_test")]
+    return str(train_or_reuse(rc, *tasks, resolve_device(rc.run.device), progress=False))
+
+
+def train_all(configs: list, tests, device, progress: bool, workers: int) -> list[Path]:
+    """Meta-train every config (reused when done); over ``workers`` spawned processes when > 1."""
+    if workers <= 1 or len(configs) <= 1:
+        train, valid = load_tasks(configs[0], "meta_train"), load_tasks(configs[0], "meta_valid")
+        return [train_or_reuse(c, train, valid, tests, device, progress) for c in configs]
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(min(workers, len(configs))) as pool:
+        paths = pool.map(_train_one, [(to_dict(c),) for c in configs], chunksize=1)
+        pool.close()   # a clean shutdown: terminate() would leak the workers' semaphores
+        pool.join()
+    return [Path(p) for p in paths]
+
+
 def trained_predictors(cfg, names: Sequence[str], tests, checkpoint: Optional[Path], seeds, explicit: bool,
-                       device, progress: bool) -> dict[str, list]:
+                       device, progress: bool, workers: int = 1) -> dict[str, list]:
     """``{name: [(model, inner_lrs, info), ...]}``, one entry per meta-training seed (or one run)."""
     out: dict[str, list] = {}
+    jobs: list[tuple[str, object]] = []
     splits = None
     for name in names:
         if not registry.get(name).trained:
@@ -111,13 +136,15 @@ def trained_predictors(cfg, names: Sequence[str], tests, checkpoint: Optional[Pa
         splits = splits or (load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"))
         if _lacks_features(cfg, name, tests, splits, explicit):
             continue
-        runs = []
         for seed in seeds or [None]:
-            rc = _run_config(cfg, name, seed)
+            jobs.append((name, _run_config(cfg, name, seed)))
             if progress:
-                print(f"[meta-test] {name}: meta-training into {rc.meta.out} (reused when done)", file=sys.stderr)
-            runs.append(load_predictor(train_or_reuse(rc, splits[0], splits[1], tests, device, progress), device))
-        out[name] = runs
+                print(f"[meta-test] {name}: meta-training into {jobs[-1][1].meta.out} (reused when done)",
+                      file=sys.stderr)
+    if jobs:
+        paths = train_all([c for _, c in jobs], tests, device, progress, workers)
+        for (name, _), path in zip(jobs, paths):
+            out.setdefault(name, []).append(load_predictor(path, device))
     return out
 
 
@@ -190,7 +217,7 @@ def statistics_of(cfg, tests: list[TaskRecords], scores: dict, num: int = stats.
 
 def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str = "all", progress: bool = True,
                   out: Optional[str | Path] = None, seeds: Optional[Sequence[int]] = None,
-                  resamples: int = stats.NUM_RESAMPLES) -> MetaTestReport:
+                  resamples: int = stats.NUM_RESAMPLES, workers: int = 1) -> MetaTestReport:
     device = resolve_device(cfg.run.device)
     tests = load_tasks(cfg, "meta_test")
     if not tests:
@@ -200,7 +227,7 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
         raise CheckpointError(f"predictor checkpoint {ckpt} does not exist; run main.py meta-train first or pass "
                               f"--checkpoint")
     names, explicit = parse_methods(baselines, cfg)
-    predictors = trained_predictors(cfg, names, tests, ckpt, list(seeds or []), explicit, device, progress)
+    predictors = trained_predictors(cfg, names, tests, ckpt, list(seeds or []), explicit, device, progress, workers)
     names = [m for m in names if not registry.get(m).trained or m in predictors]
 
     out = Path(out) if out else Path(cfg.meta.out) / "meta_test"

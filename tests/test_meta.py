@@ -1,4 +1,5 @@
 """Meta-learning with teacher-guided adaptation (SPEC 6): meta-gradients, training, resume, CLI."""
+import json
 import math
 import subprocess
 import xml.etree.ElementTree as ET
@@ -346,3 +347,29 @@ def test_cli_meta_train_then_meta_test_writes_csv_and_svgs(db, tmp_path, capsys)
                          out=tmp_path / "mt2").rows
     assert [(x["task"], x["method"]) for x in rows] == [(t, m) for t in ("x0", "x1") for m in ("dass", "macs")]
     assert (tmp_path / "mt2" / "results.csv").is_file()
+
+
+def test_meta_test_over_seeds_in_two_processes_matches_one(db, tmp_path, capsys):
+    """--seeds meta-trains DaSS and each trained baseline once per seed; --workers 2 gives the same
+    predictors as one process (each run is seeded and single-threaded)."""
+    ov = [f"db.out={db.db.out}", f"meta.out={tmp_path / 'm'}", "tasks.meta_train=[t0,t1,t2,t3]",
+          "tasks.meta_valid=[v0]", "tasks.meta_test=[x0,x1]", "predictor.func_hidden=8", "predictor.func_dim=8",
+          "predictor.arch_dim=8", "predictor.head_hidden=8", "predictor.target_norm=meta_train",
+          "meta.episodes=4", "meta.eval_every=2", "meta.n_query=8", "run.device=cpu", "train.num_threads=1"]
+    args = ["meta-test", "--config", "configs/demo.yaml", "--no-progress", "--baselines", "macs,dass-no-adapt",
+            "--seeds", "0,1", "--resamples", "200"]
+    r = _main(capsys, *args, "--workers", "2", *ov)
+    assert r.returncode == 0, r.stderr
+    assert "± " in r.stdout and any(v in r.stdout for v in ("not resolved", "better", "worse"))
+    two = json.loads((tmp_path / "m" / "meta_test" / "stats.json").read_text())
+    assert two["dass_seeds"]["runs"] == 2
+    for name in ("dass", "dass-no-adapt"):
+        assert all((tmp_path / "m" / "seeds" / name / f"seed{s}" / "best.pt").is_file() for s in (0, 1))
+    import shutil
+    shutil.rmtree(tmp_path / "m" / "seeds")
+    r = _main(capsys, *args, *ov)
+    assert r.returncode == 0, r.stderr
+    one = json.loads((tmp_path / "m" / "meta_test" / "stats.json").read_text())
+    assert one["dass_seeds"]["pooled_per_run"] == pytest.approx(two["dass_seeds"]["pooled_per_run"], abs=1e-6)
+    r = _main(capsys, *args[:-4], "--seeds", "0,x", *ov)
+    assert r.returncode == 2 and "--seeds" in r.stderr

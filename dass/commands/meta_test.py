@@ -25,6 +25,8 @@ def add_arguments(p) -> None:
                    help="meta-train DaSS and every trained baseline once per meta-training seed, e.g. 0,1,2,3,4 "
                         "(DaSS is then reported as mean ± std over seeds; --checkpoint is not used)")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for the intervals")
+    p.add_argument("--workers", type=int, default=1,
+                   help="meta-train the per-seed/baseline predictors in N processes of one thread each")
     p.add_argument("--out", default=None, help="output folder (default: <meta.out>/meta_test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -47,10 +49,10 @@ def run(cfg, args) -> int:
     t0 = time.time()
     out = Path(args.out) if args.out else Path(cfg.meta.out) / "meta_test"
     seeds = parse_seeds(args.seeds)
-    if args.resamples < 100:
-        raise DassError("--resamples must be at least 100")
+    if args.resamples < 100 or args.workers < 1:
+        raise DassError("--resamples must be at least 100 and --workers at least 1")
     rep = run_meta_test(cfg, args.checkpoint, args.baselines, progress=not args.no_progress, out=out, seeds=seeds,
-                        resamples=args.resamples)
+                        resamples=args.resamples, workers=args.workers)
     ckpt = f"meta-training seeds {seeds}" if seeds else f"DaSS checkpoint {args.checkpoint or Path(cfg.meta.out) / 'best.pt'}"
     print(f"meta-test: Spearman per task, then means over tasks ({ckpt})")
     print(format_table(rep.rows))
