@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Data loading throughput: our batched loader vs the authors' per-image PIL path (SPEC 7 transforms).
+"""Data loading throughput: our batched loader vs the authors' per-image PIL path.
+
+The training transforms of docs/method.md#benchmark.
 
 Training split, random crop (padding 8 at 64 px) + horizontal flip + normalisation, batch 64, one
 full epoch per repeat over random uint8 images (no download); batches are consumed on the target

@@ -1,4 +1,4 @@
-"""Batched tensor data pipeline (SPEC 7 transforms without a per-image PIL path).
+"""Batched tensor data pipeline (the training transforms of docs/method.md#benchmark, without a per-image PIL path).
 
 Images stay uint8 NHWC (numpy, possibly memory-mapped) until a batch is drawn; the batch is moved to
 the device once and transformed there as a whole: resize (when the stored size differs from the

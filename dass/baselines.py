@@ -5,7 +5,7 @@
 * ``random``: a seeded uniform draw (``seed=``) -- the chance level;
 * ``macs`` / ``params``: bigger is better (the usual zero-cost proxies);
 * ``diswot``: a training-free teacher-student similarity in the style of DisWOT (Dong et al., CVPR
-  2023), computed from the functional maps already in the database (one noise input, SPEC 4). DisWOT
+  2023), computed from the functional maps already in the database (one noise input, docs/method.md#embedding). DisWOT
   compares the *semantic* (channel) and *relation* similarity matrices of teacher and student
   features. With one input image the sample-relation matrix is trivial, so we use its spatial
   analogue. For a map ``F`` (C x hw): ``G = n(F) n(F)^T`` (C x C, rows L2-normalised: channel

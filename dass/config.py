@@ -1,7 +1,7 @@
 """One typed configuration for every subcommand.
 
 A run's configuration is resolved in three layers: the dataclass defaults below (which are the
-*paper's* settings, SPEC sections 2-8), then a YAML file (``configs/paper.yaml`` or
+*paper's* settings, docs/method.md), then a YAML file (``configs/paper.yaml`` or
 ``configs/demo.yaml``), then ``key=value`` overrides from the command line (``kd.epochs=3``,
 ``space.stage_widths=[8,16,32,64]``). Every key and value is validated: an unknown key or a value of
 the wrong type gives a one-line :class:`~dass.errors.ConfigError` naming the key.
@@ -32,7 +32,7 @@ def _choices(*values: str) -> dict:
 
 @dataclass
 class SpaceConfig:
-    """The search space (SPEC 2). The paper's space is the default."""
+    """The search space (docs/method.md#space). The paper's space is the default."""
 
     stage_widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
     stage_strides: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
@@ -44,13 +44,13 @@ class SpaceConfig:
 
 @dataclass
 class DataConfig:
-    """Where datasets live and how images are fed (SPEC 7)."""
+    """Where datasets live and how images are fed (docs/method.md#benchmark)."""
 
     root: str = "data"
-    crop_padding: int = 8           # random-crop padding (8 at 64 px, SPEC 7); used as given at any size
+    crop_padding: int = 8           # random-crop padding (8 at 64 px, docs/method.md#benchmark); used as given at any size
     mean: float = 0.5
     std: float = 0.5
-    # QuickDraw's train split is cut to this many images per class (SPEC 7).
+    # QuickDraw's train split is cut to this many images per class (docs/method.md#benchmark).
     quickdraw_train_per_class: int = 20
     # Embedded default: the generated task family (dass.synthetic)
     synthetic_seed: int = 0
@@ -63,7 +63,7 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    """Which tasks form meta-train / meta-valid / meta-test (SPEC 1, 7)."""
+    """Which tasks form meta-train / meta-valid / meta-test (docs/method.md#benchmark)."""
 
     meta_train: list[str] = field(default_factory=lambda: [f"tiny_imagenet-{k}" for k in range(8)])
     meta_valid: list[str] = field(default_factory=lambda: ["tiny_imagenet-8", "tiny_imagenet-9"])
@@ -72,7 +72,7 @@ class TaskConfig:
 
 @dataclass
 class TeacherConfig:
-    """Teacher training recipe (SPEC 8)."""
+    """Teacher training recipe (docs/method.md#teachers)."""
 
     epochs: int = 180
     batch_size: int = 64
@@ -88,7 +88,7 @@ class TeacherConfig:
 
 @dataclass
 class KDConfig:
-    """Knowledge-distillation recipe (SPEC 8)."""
+    """Knowledge-distillation recipe (docs/method.md#kd)."""
 
     epochs: int = 50
     batch_size: int = 64
@@ -110,7 +110,7 @@ class KDConfig:
 
 @dataclass
 class TrainConfig:
-    """Engine switches shared by teacher training and KD (issue 4)."""
+    """Engine switches shared by teacher training and KD."""
 
     # auto = bf16 autocast on CUDA (fp16 + GradScaler on GPUs without bf16), full precision on CPU
     amp: str = field(default="auto", metadata=_choices("auto", "bf16", "fp16", "off"))
@@ -122,7 +122,7 @@ class TrainConfig:
 
 @dataclass
 class EmbedConfig:
-    """Functional embeddings on a fixed noise input (SPEC 4)."""
+    """Functional embeddings on a fixed noise input (docs/method.md#embedding)."""
 
     noise_seed: int = 0
     num_noise: int = 1              # number of noise images; maps are averaged over them
@@ -135,19 +135,19 @@ class EmbedConfig:
 
 @dataclass
 class DatabaseConfig:
-    """Meta-training database builder (issue 5, SPEC 9-10)."""
+    """Meta-training database builder (docs/method.md#database, #file-formats)."""
 
     out: str = "preprocessed/ours"
     num_students: int = 50          # students sampled per task
     sample_seed: int = 0
-    kd_seed: int = 0                # ground truth = one KD run per student (SPEC 8)
+    kd_seed: int = 0                # ground truth = one KD run per student (docs/method.md#kd)
     num_candidates: int = 1000      # search-candidate pool per meta-test dataset
     candidate_seed: int = 1
 
 
 @dataclass
 class PredictorConfig:
-    """The meta-predictor (SPEC 5)."""
+    """The meta-predictor (docs/method.md#predictor)."""
 
     inputs: list[str] = field(default_factory=lambda: ["S", "T", "A"])
     func_channels: int = 0          # 0 = last stage width of the space
@@ -172,7 +172,7 @@ class PredictorConfig:
 
 @dataclass
 class MetaConfig:
-    """Meta-learning with teacher-guided adaptation (SPEC 6)."""
+    """Meta-learning with teacher-guided adaptation (docs/method.md#meta-learning)."""
 
     episodes: int = 1000
     outer_lr: float = 5e-4
@@ -191,7 +191,7 @@ class MetaConfig:
 
 @dataclass
 class SearchConfig:
-    """Rapid search on an unseen task (issue 7)."""
+    """Rapid search on an unseen task (docs/method.md#search)."""
 
     top_k: int = 5
     max_macs: float = 0.0           # 0 = no budget
@@ -213,7 +213,7 @@ class RunConfig:
 
 @dataclass
 class DemoConfig:
-    """The embedded default end to end (issue 7)."""
+    """The embedded default end to end (docs/method.md#benchmark)."""
 
     out: str = "exp/demo"
     real_test_task: str = "digits"

@@ -1,13 +1,16 @@
-"""The meta-training database builder (issue 5; the part of the pipeline the authors never released).
+"""The meta-training database builder (docs/method.md#database).
+
+The part of the pipeline the authors never released.
 
 For every task of ``cfg.tasks`` (meta-train, meta-valid and meta-test splits) it:
 
 1. loads the task's data and trains its teacher (or loads ``<checkpoint_dir>/teacher/<task>/model_best.pth.tar``);
-2. writes the teacher's support record (its own encoding, functional map and test accuracy, SPEC 6);
+2. writes the teacher's support record (its own encoding, functional map and test accuracy,
+   docs/method.md#meta-learning);
 3. samples ``db.num_students`` students with a seed derived from ``db.sample_seed`` and the task name;
-4. for each student: remaps it from the teacher, computes its functional map on the fixed noise (SPEC 4),
-   KD-trains it with the ``kd`` recipe and seed ``db.kd_seed`` and records final acc, best acc, final
-   loss, MACs and params;
+4. for each student: remaps it from the teacher, computes its functional map on the fixed noise
+   (docs/method.md#embedding), KD-trains it with the ``kd`` recipe and seed ``db.kd_seed`` and records final
+   acc, best acc, final loss, MACs and params;
 5. assembles the task's file in the authors' format (``dass.records``).
 
 Work is a deterministic list of (task, student) items. Each finished student is written atomically to
@@ -296,7 +299,7 @@ def merge(cfg: Config, modes: Optional[list[str]] = None, strict: bool = True,
 # --------------------------------------------------------------------------------------------- #
 
 def search_root(cfg: Config) -> Path:
-    """``preprocessed/search`` next to ``preprocessed/ours`` (SPEC 10)."""
+    """``preprocessed/search`` next to ``preprocessed/ours`` (docs/method.md#file-formats)."""
     return Path(cfg.db.out).parent / "search"
 
 
@@ -338,7 +341,7 @@ def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[A
 def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None, progress: bool = True,
                      log: Callable[[str], None] = print) -> list[Path]:
     """Write ``search/<dataset>.pt`` (authors' keys, NaN accuracies) for each meta-test dataset, plus
-    ``search/net_samples.pt``: ``[(macs, params, depth_config, channel_widths), ...]`` (SPEC 10)."""
+    ``search/net_samples.pt``: ``[(macs, params, depth_config, channel_widths), ...]`` (docs/method.md#file-formats)."""
     from .data import load_task
     from .records import records_to_dict, teacher_record_dict
 

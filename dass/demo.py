@@ -1,4 +1,4 @@
-"""The embedded default end to end (issue 7): ``python main.py demo --config configs/demo.yaml``.
+"""The embedded default end to end (docs/method.md#benchmark): ``python main.py demo --config configs/demo.yaml``.
 
 Stages (each reuses its finished output on a second run, so an interrupted demo resumes):
 

@@ -1,4 +1,4 @@
-"""Functional embeddings on a fixed noise input (SPEC 4).
+"""Functional embeddings on a fixed noise input (docs/method.md#embedding).
 
 A fixed Gaussian noise image (seeded, at the task's image size) is fed to the teacher and to each
 remapped student; the output map of stage ``embed.stage`` (stage 4: 256 x 8 x 8 at 64 px for the
@@ -7,7 +7,7 @@ running statistics the student inherited from the teacher. With ``embed.num_nois
 several noise images are averaged.
 
 A student narrower than the teacher at that stage is zero-padded to the teacher's channel count (the
-project's choice, SPEC 4): the remapped student's channels are the teacher's *first* channels, so
+project's choice, docs/method.md#embedding): the remapped student's channels are the teacher's *first* channels, so
 padding the missing ones with zeros keeps every channel aligned with the teacher channel it came from.
 
 Two paths compute the same numbers:

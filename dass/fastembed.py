@@ -1,6 +1,6 @@
 """Many remapped students' functional maps at once, bit-identical to :func:`dass.embed.remapped_map`.
 
-Scoring a search pool (SPEC 4: every candidate is remapped from the teacher and run on the fixed
+Scoring a search pool (docs/method.md#embedding: every candidate is remapped from the teacher and run on the fixed
 noise) calls :func:`~dass.embed.remapped_map` once per candidate. Two kinds of work in that loop are
 redundant, and this module removes them without changing a single bit of the result:
 

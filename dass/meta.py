@@ -1,4 +1,4 @@
-"""Meta-learning with teacher-guided adaptation (SPEC 6), prediction and evaluation.
+"""Meta-learning with teacher-guided adaptation (docs/method.md#meta-learning), prediction and evaluation.
 
 Episode (one outer step):
 
@@ -86,7 +86,7 @@ def _model_device_dtype(model: torch.nn.Module):
 
 def adapt(model: Predictor, params: dict, inner_lrs: dict, teacher: TeacherRecord,
           dataset_feats: Optional[torch.Tensor], create_graph: bool, steps: int = 1) -> dict:
-    """Teacher-guided adaptation: ``steps`` gradient steps of the MSE on the teacher point (SPEC 6).
+    """Teacher-guided adaptation: ``steps`` gradient steps of the MSE on the teacher point (docs/method.md#meta-learning).
 
     ``params`` maps parameter names to tensors (the model's own, or already adapted ones);
     ``create_graph`` keeps the graph of the inner gradient (second order). Returns the adapted dict.
@@ -450,7 +450,7 @@ class MetaTrainer:
             if self.episode % m.eval_every == 0 or self.episode == m.episodes:
                 rec = self._eval_record(self.episode, losses, started)
                 losses = []
-                # Model selection on the mean meta-valid Spearman (SPEC 6); without meta-valid tasks
+                # Model selection on the mean meta-valid Spearman (docs/method.md#meta-learning); without meta-valid tasks
                 # the latest model is kept.
                 v = rec["valid_spearman"]
                 if self.best["episode"] is None or not self.valid or _key(v) > _key(self.best["valid_spearman"]):

@@ -1,4 +1,4 @@
-"""Meta-test: DaSS and the baselines on the unseen (meta-test) tasks, side by side (issue 6).
+"""Meta-test: DaSS and the baselines on the unseen (meta-test) tasks, side by side (docs/method.md#evaluation).
 
 For every meta-test task the DaSS predictor adapts on the task's teacher and predicts all recorded
 students; each baseline scores the same students. :func:`run_meta_test` writes to

@@ -1,4 +1,6 @@
-"""Ranking metrics between predicted and true accuracy (SPEC 6: Spearman and Pearson; plus Kendall).
+"""Ranking metrics between predicted and true accuracy (docs/method.md#evaluation).
+
+Spearman and Pearson as in the paper, plus Kendall.
 
 All functions take 1-D sequences (lists, numpy arrays or tensors) and return Python floats. A
 correlation is undefined when either side is constant; scipy then warns and returns NaN, and so do we

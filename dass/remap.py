@@ -1,4 +1,4 @@
-"""Parameter remapping teacher -> student (SPEC 3).
+"""Parameter remapping teacher -> student (docs/method.md#remap).
 
 Strategies (``kd.remap``):
 

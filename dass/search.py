@@ -1,4 +1,4 @@
-"""Rapid distillation-aware student search on an unseen task (issue 7).
+"""Rapid distillation-aware student search on an unseen task (docs/method.md#search).
 
 1. Candidates: the pool written by ``build-db`` (``preprocessed/search/<task>.pt``), or -- for a user's
    own dataset and teacher -- computed on the fly: the same seeded candidate architectures, remapped from

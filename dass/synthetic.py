@@ -1,6 +1,6 @@
 """The embedded default's task family: small image-classification tasks generated from a seed.
 
-DaSS needs many *different* tasks (SPEC 1, 7): tasks whose teachers reach different accuracies and
+DaSS needs many *different* tasks (docs/method.md#benchmark): tasks whose teachers reach different accuracies and
 on which students of different sizes rank differently. The paper gets them from Tiny ImageNet class
 subsets; the embedded default makes them procedurally, with no download, so the whole pipeline runs
 on a laptop. Task ``synth-k`` draws its own *recipe*; a recipe draws per-class *prototypes*; an

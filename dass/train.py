@@ -1,11 +1,11 @@
-"""The training engine: teacher training and knowledge distillation (SPEC 8, issue 4).
+"""The training engine: teacher training and knowledge distillation (docs/method.md#teachers, #kd).
 
 One loop serves both recipes; only the criterion differs:
 
 - teacher: label-smoothed cross-entropy (``teacher.label_smoothing``), lr ``teacher.lr`` (or
   ``teacher.lr_meta_test`` for the unseen datasets' teachers);
 - KD: :func:`dass.losses.kd_loss` against a frozen teacher in eval mode, the student initialised by
-  parameter remapping (SPEC 3).
+  parameter remapping (docs/method.md#remap).
 
 Both use SGD (Nesterov, momentum, weight decay) with a cosine decay stepped every *iteration*
 (``CosineAnnealingLR`` with ``T_max`` = epochs x iterations per epoch), evaluate on the test split
@@ -169,7 +169,7 @@ def make_loaders(task: TaskData, cfg, batch_size: int, seed: int, device: torch.
                  channels_last: bool = False) -> tuple:
     """Train and test loaders for ``task`` (the data module's ``make_loader`` when it exists)."""
     try:
-        from .data import make_loader  # provided by the data module (issue 2)
+        from .data import make_loader  # provided by the data module
     except ImportError:
         make_loader = None
     if make_loader is not None:
@@ -376,7 +376,7 @@ def load_task_teacher(cfg, task_name: str, num_classes: int, device="cpu") -> tu
 
 
 def freeze(model: nn.Module) -> nn.Module:
-    """Teacher in eval mode with gradients off (SPEC 8: the teacher is frozen)."""
+    """Teacher in eval mode with gradients off (docs/method.md#kd: the teacher is frozen)."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -472,7 +472,7 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
                           f"{recipe.batch_size}; lower {recipe.kind if recipe.kind == 'kd' else 'teacher'}.batch_size")
     optimizer = torch.optim.SGD(raw.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
-    # SPEC 8: cosine decay stepped every iteration over the whole run.
+    # docs/method.md#kd: cosine decay stepped every iteration over the whole run.
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * iters)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
@@ -696,7 +696,7 @@ def _finish_files(run: _Run, result: dict, cfg, method: str) -> dict:
 def train_teacher(task: TaskData, cfg, arch: Optional[Arch] = None, out_dir=None, device="cpu",
                   meta_test: bool = False, progress: bool = True,
                   on_epoch_end: Optional[EpochCallback] = None) -> dict:
-    """Train a task's teacher (SPEC 8) into ``out_dir`` (default :func:`teacher_dir`); resumes.
+    """Train a task's teacher (docs/method.md#teachers) into ``out_dir`` (default :func:`teacher_dir`); resumes.
 
     Returns ``final_acc``, ``best_acc``, ``final_loss``, ``epochs``, ``checkpoint`` (model_best path).
     """
@@ -713,7 +713,7 @@ def train_teacher(task: TaskData, cfg, arch: Optional[Arch] = None, out_dir=None
 def distill(teacher: ResNet, student: ResNet, task: TaskData, cfg, seed: int, device="cpu", out_dir=None,
             progress: bool = True, method: str = "kd", on_epoch_end: Optional[EpochCallback] = None,
             logit_cache: Optional[TeacherLogitCache] = None) -> dict:
-    """KD of an (already remapped) ``student`` from a frozen ``teacher`` (SPEC 8).
+    """KD of an (already remapped) ``student`` from a frozen ``teacher`` (docs/method.md#kd).
 
     ``out_dir=None``: a lean in-memory run (no files), as the database builder needs for hundreds of
     students. With ``out_dir``: the run directory described in the module docstring, resumable.
@@ -731,7 +731,7 @@ def distill(teacher: ResNet, student: ResNet, task: TaskData, cfg, seed: int, de
 def kd_student(teacher: ResNet, arch: Arch, task: TaskData, cfg, seed: int, device="cpu", out_dir=None,
                progress: bool = True, method: str = "kd", on_epoch_end: Optional[EpochCallback] = None,
                logit_cache: Optional[TeacherLogitCache] = None) -> dict:
-    """Build the student ``arch``, remap it from ``teacher`` (``kd.remap``, SPEC 3), then :func:`distill`."""
+    """Build the student ``arch``, remap it from ``teacher`` (``kd.remap``, docs/method.md#remap), then :func:`distill`."""
     from .remap import remapped_student
 
     SearchSpace.from_config(cfg).validate(arch)
@@ -743,7 +743,7 @@ def kd_student(teacher: ResNet, arch: Arch, task: TaskData, cfg, seed: int, devi
 
 def kd_seeds(teacher: ResNet, arch: Arch, task: TaskData, cfg, device="cpu", seeds: Optional[Sequence[int]] = None,
              method: str = "kd", progress: bool = True) -> dict:
-    """KD of one student once per seed (``kd.seeds``; SPEC 8: seeds 1, 2, 3), each in its run dir
+    """KD of one student once per seed (``kd.seeds``; docs/method.md#kd: seeds 1, 2, 3), each in its run dir
     ``<run.out_dir>/kd/<task>/<arch>/seed<k>/``; writes and returns the mean +- std summary
     (population std, numpy's default) in ``<run.out_dir>/kd/<task>/<arch>/summary.json``."""
     seeds = [int(s) for s in (seeds if seeds is not None else cfg.kd.seeds)]

@@ -1,4 +1,4 @@
-"""Determinism on CPU (issue 8, reliability suite): the same seed gives bit-identical database records
+"""Determinism on CPU: the same seed gives bit-identical database records
 and bit-identical predictor outputs; another seed gives other numbers (so the checks can fail)."""
 from __future__ import annotations
 

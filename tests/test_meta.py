@@ -1,4 +1,4 @@
-"""Meta-learning with teacher-guided adaptation (SPEC 6): meta-gradients, training, resume, CLI."""
+"""Meta-learning with teacher-guided adaptation (docs/method.md#meta-learning): meta-gradients, training, resume, CLI."""
 import math
 import subprocess
 import xml.etree.ElementTree as ET

@@ -1,4 +1,4 @@
-"""The training engine (issue 4): teacher training, KD, run directories, resume, checkpoint refusal, CLI."""
+"""The training engine: teacher training, KD, run directories, resume, checkpoint refusal, CLI."""
 import json
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""``main.py build-db``: build the meta-training database (issue 5)."""
+"""``main.py build-db``: build the meta-training database (docs/method.md#database)."""
 from __future__ import annotations
 
 import time

@@ -1,4 +1,4 @@
-"""``main.py demo``: the whole pipeline on the embedded default (issue 7)."""
+"""``main.py demo``: the whole pipeline on the embedded default (docs/method.md#benchmark)."""
 from __future__ import annotations
 
 

@@ -1,4 +1,4 @@
-"""``main.py kd``: knowledge-distil students from a task's trained teacher (SPEC 8).
+"""``main.py kd``: knowledge-distil students from a task's trained teacher (docs/method.md#kd).
 
 Which students (exactly one of):
 

@@ -1,4 +1,5 @@
-"""``main.py make-splits``: the 10 Tiny ImageNet class splits in the authors' format (SPEC 7, 9).
+"""``main.py make-splits``: the 10 Tiny ImageNet class splits in the authors' format
+(docs/method.md#benchmark).
 
 Reads ``<root>/labels/train_labels.npy`` and writes ``<root>/10_split/split_{k}.npz`` (label_list,
 idx_train, idx_valid); see :mod:`dass.splits` for how classes and images are chosen.

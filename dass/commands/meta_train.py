@@ -1,4 +1,4 @@
-"""``main.py meta-train``: meta-train the DaSS predictor (SPEC 6) on the database at ``db.out``.
+"""``main.py meta-train``: meta-train the DaSS predictor (docs/method.md#meta-learning) on the database at ``db.out``.
 
 Writes ``<meta.out>/{best.pt,last.pt,metrics.jsonl,config.yaml}``. ``--resume`` continues a killed
 (or extended: raise ``meta.episodes``) run from ``last.pt``; ``--fresh`` discards an existing run.

@@ -1,4 +1,4 @@
-"""``main.py search``: rank candidate students on a task with the meta-trained predictor (issue 7)."""
+"""``main.py search``: rank candidate students on a task with the meta-trained predictor (docs/method.md#search)."""
 from __future__ import annotations
 
 from ..config import save_config

@@ -1,4 +1,5 @@
-"""``main.py train-teacher``: train the ResNet teacher of one task, or of every configured task (SPEC 8).
+"""``main.py train-teacher``: train the ResNet teacher of one task, or of every configured task
+(docs/method.md#teachers).
 
 ``--task NAME`` trains one task; ``--task all`` every task of ``tasks.meta_train``,
 ``tasks.meta_valid`` and ``tasks.meta_test``. Meta-test tasks (or any task with ``--meta-test``) use
