@@ -1,7 +1,6 @@
 """Meta-learning with teacher-guided adaptation (docs/method.md#meta-learning): meta-gradients, training, resume, CLI."""
 import math
 import subprocess
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from dass.meta import (MetaTrainer, adapt, evaluate_task, init_inner_lrs, load_p
 from dass.predictor import Predictor
 from dass.records import TeacherRecord, load_records
 from dass.testing import fixture_db_for_config
+from test_plots import marker_counts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -327,8 +327,8 @@ def test_cli_meta_train_then_meta_test_writes_csv_and_svgs(db, tmp_path, capsys)
     assert set(rows[0]) >= {"task", "method", "spearman", "pearson", "kendall", "top1", "top5", "best"}
     for t in ("x0", "x1"):
         for m in methods:
-            svg = ET.parse(out / f"{t}_{m}.svg").getroot()
-            assert sum(1 for e in svg.iter() if e.tag.endswith("circle")) == 16
+            counts, _ = marker_counts(out / f"{t}_{m}.svg")
+            assert sum(counts.values()) == 16 and counts["top1"] == 1
     # the table printed for the user, and the scores behind it
     assert all(m in r.stdout for m in methods)
     preds = list(csv.DictReader(open(out / "predictions.csv")))
