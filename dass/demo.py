@@ -25,6 +25,7 @@ import torch
 
 from .config import Config, save_config
 from .io import read_json, write_json
+from .metrics import STD_NOTE, mean_std
 
 
 class Stages:
@@ -176,8 +177,8 @@ def _distill(cfg: Config, picks: dict, log) -> dict:
                 student = remapped_student(teacher, arch, cfg.kd.remap)
                 accs.append(float(distill(teacher, student, data, cfg, seed=seed, device=device, out_dir=None,
                                           progress=False, logit_cache=logits)["best_acc"]))
-            out[task][who] = {"accs": accs, "mean": statistics.fmean(accs),
-                              "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
+            mean, std = mean_std(accs)
+            out[task][who] = {"accs": accs, "mean": mean, "std": std}
             log(f"   {task:>10} {who:>8}: {out[task][who]['mean']:.2f} +- {out[task][who]['std']:.2f}")
     return out
 
@@ -199,6 +200,7 @@ def format_report(cfg: Config, r: dict) -> str:
         lines.append(f"| {m} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {mean:.3f} |")
     lines += ["", f"## Searched student vs a random and the largest student under the same budget "
                   f"(MACs <= {cfg.search.max_macs:,.0f}), KD best accuracy %, seeds {list(cfg.kd.seeds)}", "",
+              f"{STD_NOTE}.", "",
               "| task | teacher | DaSS pick | random | largest |", "|---|---|---|---|---|"]
     for task, d in r["distill"].items():
         f = lambda w: f"{d[w]['mean']:.2f} ± {d[w]['std']:.2f}"  # noqa: E731

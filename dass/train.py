@@ -59,6 +59,7 @@ from .errors import ArchError, CheckpointError, ConfigError
 from .io import (append_csv_row, append_jsonl, atomic_torch_save, read_json, safe_torch_load, truncate_jsonl,
                  write_json)
 from .logit_cache import TeacherLogitCache, stream_bytes, stream_key
+from .metrics import mean_std
 from .losses import kd_loss, label_smoothed_ce
 from .nets import ResNet, check_state_dict, extract_state_dict, load_state_dict_strict, strip_module_prefix
 from .space import Arch, SearchSpace
@@ -745,7 +746,7 @@ def kd_seeds(teacher: ResNet, arch: Arch, task: TaskData, cfg, device="cpu", see
              method: str = "kd", progress: bool = True) -> dict:
     """KD of one student once per seed (``kd.seeds``; docs/method.md#kd: seeds 1, 2, 3), each in its run dir
     ``<run.out_dir>/kd/<task>/<arch>/seed<k>/``; writes and returns the mean +- std summary
-    (population std, numpy's default) in ``<run.out_dir>/kd/<task>/<arch>/summary.json``."""
+    (sample std, :func:`dass.metrics.mean_std`) in ``<run.out_dir>/kd/<task>/<arch>/summary.json``."""
     seeds = [int(s) for s in (seeds if seeds is not None else cfg.kd.seeds)]
     if not seeds:
         raise ConfigError("config key 'kd.seeds' is empty; give at least one seed")
@@ -753,11 +754,11 @@ def kd_seeds(teacher: ResNet, arch: Arch, task: TaskData, cfg, device="cpu", see
     for s in seeds:
         r = kd_student(teacher, arch, task, cfg, s, device, kd_run_dir(cfg, task.name, arch, s), progress, method)
         runs.append({"seed": s, **{k: r[k] for k in ("best_acc", "final_acc", "final_loss", "run_dir")}})
-    best = np.array([r["best_acc"] for r in runs])
-    final = np.array([r["final_acc"] for r in runs])
     summary = {"task": task.name, "method": method, "arch": arch.to_dict(), "arch_str": str(arch), "seeds": seeds,
-               "best_acc_mean": float(best.mean()), "best_acc_std": float(best.std()),
-               "final_acc_mean": float(final.mean()), "final_acc_std": float(final.std()), "runs": runs}
+               "std": "sample (ddof=1)"}
+    for key in ("best_acc", "final_acc"):
+        summary[f"{key}_mean"], summary[f"{key}_std"] = mean_std([r[key] for r in runs])
+    summary["runs"] = runs
     if dist_env()[0] == 0:
         write_json(kd_run_dir(cfg, task.name, arch, seeds[0]).parent / "summary.json", summary)
     return summary

@@ -230,7 +230,7 @@ def test_kd_seeds_summary(trained, tmp_path):
     assert sorted(p.name for p in base.iterdir()) == ["seed1", "seed2", "summary.json"]
     best = [r["best_acc"] for r in s["runs"]]
     assert s["seeds"] == [1, 2] and s["best_acc_mean"] == pytest.approx(np.mean(best))
-    assert s["best_acc_std"] == pytest.approx(np.std(best))
+    assert s["best_acc_std"] == pytest.approx(np.std(best, ddof=1)) and s["std"] == "sample (ddof=1)"
     assert json.loads((base / "summary.json").read_text())["best_acc_mean"] == s["best_acc_mean"]
     rows = (tmp_path / "runs" / "result.csv").read_text().splitlines()
     assert [r.split(",")[1:3] for r in rows[1:]] == [["dass", "1"], ["dass", "2"]]

@@ -178,7 +178,7 @@ def run(cfg, args) -> int:
             for r in s["runs"]:
                 print(f"seed {r['seed']}: best acc {r['best_acc']:.2f}  final acc {r['final_acc']:.2f}  ({r['run_dir']})")
             print(f"{name} {method} {s['arch_str']}: best acc {s['best_acc_mean']:.2f} +- {s['best_acc_std']:.2f} "
-                  f"over seeds {s['seeds']}")
+                  f"over seeds {s['seeds']} (sample std)")
         return 0
 
     seeds = seeds or [cfg.db.kd_seed]
