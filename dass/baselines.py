@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DataError
+from .meta import load_predictor, predict
 from .records import TaskRecords
 
 STATIC = ("random", "macs", "params", "diswot")
@@ -122,8 +123,6 @@ def score(method: str, records: TaskRecords, **kw) -> torch.Tensor:
                             f"(teacher record)")
         return diswot_score(records.fmaps, records.teacher.fmap)
     if method == "dass" or method == "metad2a" or method.startswith("dass-"):
-        from .meta import load_predictor, predict
-
         model, lrs, info = kw.get("model"), kw.get("inner_lrs"), kw.get("meta_info") or {}
         if model is None:
             ckpt: Optional[str | Path] = kw.get("checkpoint")

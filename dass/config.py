@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 import yaml
 
 from .errors import ConfigError
+from .io import atomic_write_text
 
 PAPER_MULTIPLIERS = [0.5 + 0.0625 * i for i in range(9)]
 
@@ -435,8 +437,6 @@ def git_revision(cwd: Optional[str | os.PathLike] = None) -> str:
 
 def save_config(cfg: Config, run_dir: str | os.PathLike, extra: Optional[dict] = None) -> Path:
     """Write ``config.yaml`` (resolved config + git revision) into a run directory, atomically."""
-    from .io import atomic_write_text
-
     doc = {"git_revision": git_revision(), **(extra or {}), "config": to_dict(cfg)}
     out = Path(run_dir) / "config.yaml"
     atomic_write_text(out, yaml.safe_dump(doc, sort_keys=False))
@@ -445,8 +445,6 @@ def save_config(cfg: Config, run_dir: str | os.PathLike, extra: Optional[dict] =
 
 def resolve_device(name: str) -> "Any":
     """'auto' -> cuda when present, else cpu. Never assumes CUDA."""
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
+from .augment import BatchLoader
 from .errors import DataError
 
 
@@ -316,10 +318,6 @@ def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0,
     ``cfg.space.image_size`` and normalised with ``cfg.data.mean/std``. ``channels_last`` defaults to
     ``cfg.train.channels_last`` (NHWC batches, which speed convolutions up on CUDA and CPU).
     """
-    import torch
-
-    from .augment import BatchLoader
-
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     images = task.train_images if split == "train" else task.test_images

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
@@ -32,15 +33,22 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from . import train
 from .config import Config, from_dict, resolve_device, to_dict
+from .data import load_task
 from .embed import functional_map, noise_input, student_map
 from .errors import CheckpointError, DassError
-from .io import atomic_torch_save, safe_torch_load, write_csv
+from .fastembed import auto_workers, remapped_maps_parallel
+from .io import atomic_torch_save, safe_torch_load, write_csv, write_json
 from .logit_cache import TeacherLogitCache
-from .records import (MODES, TaskRecords, TeacherRecord, candidate_file, load_records, save_records,
-                      save_teacher_record)
+from .nets import ResNet
+from .records import (MODES, TaskRecords, TeacherRecord, candidate_file, dict_to_records, load_records,
+                      records_to_dict, save_records, save_teacher_record, teacher_record_dict)
+from .remap import remap
+from .set_encoder import dataset_features
 from .space import Arch, SearchSpace
 
 
@@ -124,14 +132,11 @@ def load_item(cfg: Config, item: WorkItem) -> Optional[dict]:
 
 def ensure_teacher(cfg: Config, mode: str, task_name: str, data, device, progress: bool = True):
     """Load the task's trained teacher, training it first when no finished checkpoint exists."""
-    from . import train
-
     path = train.teacher_dir(cfg, task_name) / "model_best.pth.tar"
     done = train.teacher_dir(cfg, task_name) / "done.json"
     if not (path.is_file() and done.is_file()):
         train.train_teacher(data, cfg, out_dir=train.teacher_dir(cfg, task_name), device=device,
                             meta_test=(mode == "meta_test"), progress=progress)
-        from .io import write_json
 
         write_json(done, {"task": task_name})
     return train.load_task_teacher(cfg, task_name, data.num_classes, device)
@@ -144,11 +149,7 @@ def teacher_record(cfg: Config, teacher, acc: float, noise: torch.Tensor) -> Tea
                          fmap=functional_map(teacher, noise, cfg.embed.stage), acc=float(acc))
 
 
-def _dataset_features(cfg: Config, data) -> Optional[torch.Tensor]:
-    try:
-        from .set_encoder import dataset_features
-    except ImportError:  # the D input is optional
-        return None
+def _dataset_features(cfg: Config, data) -> torch.Tensor:
     p = cfg.predictor
     return dataset_features(data.train_images, data.train_labels, data.num_classes, p.dataset_samples_per_class,
                             seed=stable_seed("dataset", cfg.db.sample_seed), feature_dim=p.dataset_feature_dim)
@@ -171,9 +172,6 @@ def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_sh
     ``after_item`` is called after each finished student (tests use it to simulate a kill).
     Returns counts: ``{'done': n_computed, 'skipped': n_already_there, 'assembled': [...]}``.
     """
-    from . import train
-    from .data import load_task
-
     if not 0 <= shard < num_shards:
         raise DassError(f"--shard {shard} must lie in [0, --num-shards {num_shards})")
     _set_threads(cfg)
@@ -240,9 +238,6 @@ def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_sh
 
 
 def _remapped(teacher, arch: Arch, cfg: Config, task: str, index: int, device):
-    from .nets import ResNet
-    from .remap import remap
-
     torch.manual_seed(stable_seed("init", task, index))  # the init random remapping keeps
     student = ResNet(arch, teacher.num_classes, teacher.strides).to(device)
     return remap(teacher, student, cfg.kd.remap)
@@ -323,8 +318,6 @@ def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[A
                  for i, a in enumerate(tqdm(archs, desc=f"embed {task}", unit="cand", disable=not progress))]
     else:
         # shares the computation of candidates with a common block prefix; bit-identical to student_map
-        from .fastembed import auto_workers, remapped_maps_parallel
-
         workers = auto_workers(cfg.embed.workers, len(archs), device)
         fmaps = list(remapped_maps_parallel(teacher, archs, noise, cfg.kd.remap, cfg.embed.stage, channels,
                                             workers, progress, f"embed {task}"))
@@ -342,9 +335,6 @@ def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None
                      log: Callable[[str], None] = print) -> list[Path]:
     """Write ``search/<dataset>.pt`` (authors' keys, NaN accuracies) for each meta-test dataset, plus
     ``search/net_samples.pt``: ``[(macs, params, depth_config, channel_widths), ...]`` (docs/method.md#file-formats)."""
-    from .data import load_task
-    from .records import records_to_dict, teacher_record_dict
-
     device = device or resolve_device(cfg.run.device)
     archs = candidate_archs(cfg)
     root = search_root(cfg)
@@ -370,8 +360,6 @@ def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None
 
 
 def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = False) -> TaskRecords:
-    from .records import dict_to_records
-
     d = safe_torch_load(path, allow_pickle, what="search candidates")
     rec = dict_to_records(d, task, str(path))
     if isinstance(d, dict) and "teacher" in d:
@@ -387,8 +375,6 @@ def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = Fal
 def sanity_report(cfg: Config, modes: Optional[list[str]] = None) -> list[dict]:
     """Per task: spread of student accuracies and Spearman(accuracy, params) -- a degenerate database
     (all students equal, or accuracy unrelated to size everywhere) shows at once."""
-    from scipy.stats import spearmanr
-
     rows = []
     for mode, task in task_plan(cfg, modes):
         try:
@@ -423,7 +409,6 @@ def _worker_teachers(args) -> None:
     cfg_dict, tasks = args
     cfg = from_dict(cfg_dict)
     torch.set_num_threads(1)
-    from .data import load_task
 
     device = resolve_device(cfg.run.device)
     for mode, task in tasks:
@@ -440,8 +425,6 @@ def _worker_shard(args) -> dict:
 def build_parallel(cfg: Config, workers: int, modes: Optional[list[str]] = None,
                    log: Callable[[str], None] = print) -> dict:
     """Teachers first (tasks spread over ``workers`` processes), then one student shard per process."""
-    import multiprocessing as mp
-
     t0 = time.time()
     plan = task_plan(cfg, modes)
     ctx = mp.get_context("spawn")

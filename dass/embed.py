@@ -114,7 +114,3 @@ def student_map(teacher: ResNet, arch: Arch, noise: torch.Tensor, strategy: str 
     student_check.arch, student_check.strides, student_check.num_classes = arch, teacher.strides, teacher.num_classes
     check_compatible(teacher, student_check)
     return remapped_map(teacher, arch, noise, strategy, stage, channels)
-
-
-def teacher_channels(teacher: ResNet, stage: int = 4) -> int:
-    return max(teacher.arch.widths[stage - 1])

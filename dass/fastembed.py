@@ -24,11 +24,14 @@ operands (a cached slice is the very tensor ``index_select`` returned), so each 
 """
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 from collections import OrderedDict
 from typing import Hashable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .embed import pad_channels
 from .errors import ConfigError
@@ -227,8 +230,6 @@ def auto_workers(requested: int, n_archs: int, device) -> int:
     cores and pools of 512 or more candidates, else 1. Why: starting the processes costs ~5.6 s (spawn,
     imports, shipping the teacher), and on 2 cores two processes embed 80 candidates/s against 55 in one,
     so they only break even at ~1,000 candidates there (bench/RESULTS.md section 2)."""
-    import os
-
     if requested < 0:
         raise ConfigError(f"embed.workers={requested}: give 0 (auto) or a number of processes >= 1")
     if requested > 0:
@@ -250,10 +251,6 @@ def remapped_maps_parallel(teacher: ResNet, archs: Sequence[Arch], noise: torch.
     map is computed by :func:`remapped_maps`, so the result equals the one-process call
     (``tests/test_fastembed.py``). ``workers <= 1`` or a CUDA teacher runs in this process.
     """
-    import multiprocessing as mp
-
-    from tqdm.auto import tqdm
-
     archs = list(archs)
     if workers <= 1 or teacher.conv1.weight.device.type != "cpu" or len(archs) < 2 * workers:
         return remapped_maps(teacher, archs, noise, strategy, stage, channels)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, DassError
 
 
 def _atomic(path: str | os.PathLike, writer: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -157,8 +157,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
-    from .errors import DassError
-
     p = Path(path)
     if not p.is_file():
         raise DassError(f"{what} {p} does not exist")

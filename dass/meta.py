@@ -43,13 +43,15 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad as func_grad, vmap
+from tqdm import tqdm
 
 from .config import PredictorConfig, save_config, to_dict
 from .errors import CheckpointError, DataError
 from .io import append_jsonl, atomic_torch_save, safe_torch_load, truncate_jsonl
 from .metrics import kendall, nanmean, pearson, spearman, topk_true_acc
 from .predictor import Predictor
-from .records import TaskRecords, TeacherRecord
+from .records import TaskRecords, TeacherRecord, load_records, task_file
+from .space import SearchSpace
 
 CKPT_VERSION = 1
 
@@ -438,7 +440,6 @@ class MetaTrainer:
         started = time.time()
         if self.episode == 0 and not self.metrics_path.is_file():
             append_jsonl(self.metrics_path, self._eval_record(0, [], started))   # the untrained baseline
-        from tqdm import tqdm
 
         bar = tqdm(total=m.episodes, initial=min(self.episode, m.episodes), desc="meta-train", unit="ep",
                    disable=not self.progress or not sys.stderr.isatty(), leave=False)
@@ -477,9 +478,6 @@ def load_tasks(cfg, mode: str, required: bool = True) -> list[TaskRecords]:
     A missing file is an error when ``required``; otherwise the task is skipped with a note (the
     meta-test tasks are only logged during meta-training).
     """
-    from .records import load_records, task_file
-    from .space import SearchSpace
-
     space = SearchSpace.from_config(cfg)
     out = []
     for task in getattr(cfg.tasks, mode):

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CheckpointError
+from .io import safe_torch_load
 from .space import Arch
 
 
@@ -170,17 +171,7 @@ def extract_state_dict(obj, source: str) -> dict:
 def load_teacher(path: str | os.PathLike, arch: Arch, num_classes: int, strides: Sequence[int] = (1, 2, 2, 2),
                  allow_pickle: bool = False, map_location: Optional[str | torch.device] = "cpu") -> ResNet:
     """Build the teacher ResNet and load a checkpoint strictly (keys and shapes)."""
-    from .io import safe_torch_load
-
     obj = safe_torch_load(path, allow_pickle=allow_pickle, what="teacher checkpoint", map_location=map_location)
     model = ResNet(arch, num_classes, strides)
     load_state_dict_strict(model, extract_state_dict(obj, str(path)), str(path))
     return model
-
-
-def build(arch: Arch, num_classes: int, space=None) -> ResNet:
-    """Build a ResNet with the strides of ``space`` (a :class:`~dass.space.SearchSpace`) when given."""
-    if space is not None:
-        space.validate(arch)
-        return ResNet(arch, num_classes, space.stage_strides)
-    return ResNet(arch, num_classes)

@@ -151,13 +151,6 @@ class SearchSpace:
                                     f"{list(self.choices[s])}")
         return arch
 
-    def contains(self, arch: Arch) -> bool:
-        try:
-            self.validate(arch)
-            return True
-        except ArchError:
-            return False
-
     def teacher(self) -> Arch:
         return Arch([self.max_depth] * self.num_stages, [[w] * self.max_depth for w in self.stage_widths])
 

@@ -50,18 +50,21 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.distributed as dist
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .augment import BatchLoader, to_float
 from .config import resolve_device, save_config
-from .data import TaskData
+from .data import TaskData, make_loader
 from .errors import ArchError, CheckpointError, ConfigError
 from .io import (append_csv_row, append_jsonl, atomic_torch_save, read_json, safe_torch_load, truncate_jsonl,
                  write_json)
 from .logit_cache import TeacherLogitCache, stream_bytes, stream_key
-from .metrics import mean_std
 from .losses import kd_loss, label_smoothed_ce
+from .metrics import mean_std
 from .nets import ResNet, check_state_dict, extract_state_dict, load_state_dict_strict, strip_module_prefix
+from .remap import remapped_student
 from .space import Arch, SearchSpace
 
 CHECKPOINT = "checkpoint.pth.tar"
@@ -130,8 +133,6 @@ def setup_device(cfg) -> torch.device:
     device = resolve_device(cfg.run.device)
     rank, world, local = dist_env()
     if world > 1:
-        import torch.distributed as dist
-
         if device.type == "cuda":
             device = torch.device("cuda", local)
             torch.cuda.set_device(device)
@@ -168,18 +169,9 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 def make_loaders(task: TaskData, cfg, batch_size: int, seed: int, device: torch.device,
                  channels_last: bool = False) -> tuple:
-    """Train and test loaders for ``task`` (the data module's ``make_loader`` when it exists)."""
-    try:
-        from .data import make_loader  # provided by the data module
-    except ImportError:
-        make_loader = None
-    if make_loader is not None:
-        return tuple(make_loader(task, cfg, split=split, batch_size=batch_size, seed=seed, device=device,
-                                 train=split == "train", channels_last=channels_last) for split in ("train", "test"))
-    common = dict(batch_size=batch_size, image_size=cfg.space.image_size, seed=seed, device=device,
-                  pad=cfg.data.crop_padding, mean=cfg.data.mean, std=cfg.data.std, channels_last=channels_last)
-    return (BatchLoader(task.train_images, task.train_labels, train=True, **common),
-            BatchLoader(task.test_images, task.test_labels, train=False, **common))
+    """Train and test loaders for ``task`` (:func:`dass.data.make_loader`)."""
+    return tuple(make_loader(task, cfg, split=split, batch_size=batch_size, seed=seed, device=device,
+                             train=split == "train", channels_last=channels_last) for split in ("train", "test"))
 
 
 def _crop_flip(x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor,
@@ -558,7 +550,6 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
 
     bar = None
     if _progress_enabled(progress) and rank == 0:
-        from tqdm import tqdm
         bar = tqdm(total=recipe.epochs * iters, initial=state["epoch"] * iters, leave=False, dynamic_ncols=True,
                    desc=f"{recipe.kind} {task.name} {model.arch}")
 
@@ -593,7 +584,6 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(count), dtype=torch.float64,
                                                                          device=device)])
         if world > 1:
-            import torch.distributed as dist
             dist.all_reduce(totals)
         totals = totals.tolist()  # one sync per epoch
         rec = {"event": "epoch", "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
@@ -640,7 +630,6 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
               "checkpoint": str(run.dir / BEST) if run.dir is not None else None,
               "run_dir": str(run.dir) if run.dir is not None else None}
     if world > 1:
-        import torch.distributed as dist
         box = [result]
         dist.broadcast_object_list(box, src=0)
         result = box[0]
@@ -733,8 +722,6 @@ def kd_student(teacher: ResNet, arch: Arch, task: TaskData, cfg, seed: int, devi
                progress: bool = True, method: str = "kd", on_epoch_end: Optional[EpochCallback] = None,
                logit_cache: Optional[TeacherLogitCache] = None) -> dict:
     """Build the student ``arch``, remap it from ``teacher`` (``kd.remap``, docs/method.md#remap), then :func:`distill`."""
-    from .remap import remapped_student
-
     SearchSpace.from_config(cfg).validate(arch)
     torch.manual_seed(seed)  # only the "random" strategy draws: its init follows the seed
     teacher = teacher.to(device)

@@ -21,6 +21,7 @@ def add_arguments(p) -> None:
 
 
 def run(cfg, args) -> int:
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from .. import database as db
 
     modes = args.split

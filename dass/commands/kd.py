@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 
 from ..errors import ArchError, ConfigError, DataError
-from ..space import Arch
+from ..io import safe_torch_load, write_csv
+from ..space import Arch, SearchSpace
+from .train_teacher import check_task
 
 
 def add_arguments(p) -> None:
@@ -78,8 +80,6 @@ def parse_arch_json(text: str) -> Arch:
 
 def read_archs(path: str | Path, allow_pickle: bool = False) -> list[Arch]:
     """A list of students from a JSON, YAML or torch (.pt/.pth) file."""
-    from ..io import safe_torch_load
-
     p = Path(path)
     if not p.is_file():
         raise DataError(f"students file {p} does not exist; pass a JSON/YAML list of "
@@ -100,8 +100,6 @@ def read_archs(path: str | Path, allow_pickle: bool = False) -> list[Arch]:
 
 def arch_from_search(cfg, task: str, method: str) -> tuple[Arch, int]:
     """The searched student of ``task`` by ``method`` (contract in the module docstring)."""
-    from ..io import safe_torch_load
-
     out = Path(cfg.search.out)
     ypath = out / "obtained_net_index.yaml"
     if not ypath.is_file():
@@ -141,10 +139,9 @@ def parse_seeds(text) -> list[int]:
 # --------------------------------------------------------------------------------------------- #
 
 def run(cfg, args) -> int:
-    from ..io import write_csv
-    from ..space import SearchSpace
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
+    from ..data import load_task
     from ..train import dist_env, kd_seeds, kd_student, kd_run_dir, load_task_teacher, setup_device
-    from .train_teacher import check_task
 
     name = check_task(cfg, args.task)
     space = SearchSpace.from_config(cfg)
@@ -162,8 +159,6 @@ def run(cfg, args) -> int:
         archs, method = read_archs(args.archs, cfg.run.allow_legacy_pickle), args.method or "selected"
     for a in archs:
         space.validate(a)
-
-    from ..data import load_task
 
     device = setup_device(cfg)
     task = load_task(name, cfg)

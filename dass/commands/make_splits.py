@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from ..splits import make_tiny_imagenet_splits
+
 
 def add_arguments(p) -> None:
     p.add_argument("--root", default=None, help="Tiny ImageNet folder (default: <data.root>/tiny_imagenet)")
@@ -19,10 +23,6 @@ def add_arguments(p) -> None:
 
 
 def run(cfg, args) -> int:
-    import numpy as np
-
-    from ..splits import make_tiny_imagenet_splits
-
     root = Path(args.root) if args.root is not None else Path(cfg.data.root) / "tiny_imagenet"
     paths = make_tiny_imagenet_splits(root, num_splits=args.num_splits, classes_per_split=args.classes_per_split,
                                       seed=args.seed, valid_fraction=args.valid_fraction, force=args.force)

@@ -26,6 +26,7 @@ def _fmt(v) -> str:
 
 
 def run(cfg, args) -> int:
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..meta import MetaTrainer, load_tasks
 
     if cfg.train.num_threads > 0:

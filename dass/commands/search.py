@@ -18,6 +18,7 @@ def add_arguments(p) -> None:
 
 
 def run(cfg, args) -> int:
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..search import format_top, run_search
 
     tasks = args.task or list(cfg.tasks.meta_test)

@@ -10,6 +10,7 @@ teacher) is skipped; an interrupted one resumes. Prints a table of accuracies.
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..io import safe_torch_load
 
 
 def add_arguments(p) -> None:
@@ -38,8 +39,8 @@ def check_task(cfg, name: str) -> str:
 
 
 def run(cfg, args) -> int:
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..data import load_task
-    from ..io import safe_torch_load
     from ..train import (BEST, checkpoint_accuracy, dist_env, setup_device, teacher_dir, teacher_status,
                          train_teacher)
 
