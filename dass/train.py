@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -54,7 +54,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .augment import BatchLoader, to_float
 from .config import resolve_device, save_config
 from .data import TaskData, make_loader
 from .errors import ArchError, CheckpointError, ConfigError
@@ -174,75 +173,6 @@ def make_loaders(task: TaskData, cfg, batch_size: int, seed: int, device: torch.
                              train=split == "train", channels_last=channels_last) for split in ("train", "test"))
 
 
-def _crop_flip(x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor,
-               fill: float) -> torch.Tensor:
-    """Random crop (zero-padded by ``pad``) + horizontal flip with offsets/flags already drawn."""
-    n, _, h, w = x.shape
-    if pad > 0:
-        xp = F.pad(x, (pad, pad, pad, pad), value=fill)
-        rows = oy[:, None] + torch.arange(h, device=x.device)[None]
-        cols = ox[:, None] + torch.arange(w, device=x.device)[None]
-        cols = torch.where(flip[:, None], cols.flip(1), cols)
-        x = xp.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows[:, :, None],
-                                   cols[:, None, :]].permute(0, 3, 1, 2)
-    else:
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x.contiguous()
-
-
-def prefetched_batches(loader: BatchLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches of a *preloaded* :class:`BatchLoader`, without per-step host synchronisation.
-
-    ``BatchLoader`` draws each batch's crop offsets and flips on a CPU generator and copies them
-    to the device batch by batch; a blocking host-to-device copy waits for the GPU to drain, which
-    stalls the CUDA pipeline every step. Here the epoch's permutation and every batch's draws are
-    taken from the same generator *in the same order* (so the batches are identical, which a test
-    checks), packed, and moved in one non-blocking transfer from pinned memory.
-    """
-    n, bs, nb = len(loader.labels), loader.batch_size, len(loader)
-    dev = loader.device
-    images, labels = loader._images_t, loader._labels_t
-    fill = -loader.mean / loader.std
-    if not loader.train:
-        for b in range(nb):
-            x = to_float(images[b * bs:(b + 1) * bs], loader.image_size, loader.mean, loader.std)
-            if loader.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, labels[b * bs:(b + 1) * bs]
-        return
-    g = loader.generator()
-    order = torch.randperm(n, generator=g)
-    sizes = [min(bs, n - b * bs) for b in range(nb)]
-    draws = []
-    for m in sizes:  # same calls, same order as augment.random_crop_flip
-        oy = torch.randint(0, 2 * loader.pad + 1, (m,), generator=g)
-        ox = torch.randint(0, 2 * loader.pad + 1, (m,), generator=g)
-        fl = (torch.rand(m, generator=g) < 0.5).long()
-        draws.append(torch.stack([oy, ox, fl]))
-    used = sum(sizes)
-    packed = torch.cat([order[:used][None], torch.cat(draws, dim=1)], dim=0)
-    if dev.type == "cuda":
-        packed = packed.pin_memory().to(dev, non_blocking=True)
-    else:
-        packed = packed.to(dev)
-    start = 0
-    for m in sizes:
-        idx, oy, ox, fl = packed[:, start:start + m]
-        start += m
-        x = to_float(images.index_select(0, idx), loader.image_size, loader.mean, loader.std)
-        x = _crop_flip(x, loader.pad, oy, ox, fl.bool(), fill)
-        if loader.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        yield x, labels.index_select(0, idx)
-
-
-def iterate(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of ``loader``: the prefetched path for preloaded BatchLoaders, plain iteration else."""
-    if isinstance(loader, BatchLoader) and getattr(loader, "_images_t", None) is not None:
-        return prefetched_batches(loader)
-    return iter(loader)
-
-
 # --------------------------------------------------------------------------------------------- #
 # evaluation
 # --------------------------------------------------------------------------------------------- #
@@ -256,7 +186,7 @@ def _evaluate(model: nn.Module, loader, device: torch.device, dtype: Optional[to
     correct = torch.zeros((), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    for b, (x, y) in enumerate(iterate(loader)):
+    for b, (x, y) in enumerate(loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device, dtype):
             logits = model(x)
@@ -544,7 +474,7 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         if teacher is not None and not t_cache:
             # The frozen teacher's test logits never change: compute them once per run (epoch 0 of the
             # shared cache: once per task).
-            for b, (x, _) in enumerate(iterate(test_loader)):
+            for b, (x, _) in enumerate(test_loader):
                 t_cache[b] = teacher_logits(x.to(device), 0, b).float()
         return _evaluate(eval_net, test_loader, device, dtype, test_loss)
 
@@ -560,7 +490,7 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         count = 0
-        for b, (x, y) in enumerate(iterate(train_loader)):
+        for b, (x, y) in enumerate(train_loader):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if world > 1:  # DDP: every rank drew the same global batch; train on this rank's slice
                 x, y = x[rank::world], y[rank::world]

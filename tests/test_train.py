@@ -67,7 +67,7 @@ def _epoch_records(run_dir):
 # --------------------------------------------------------------------------------------------- #
 
 @pytest.mark.parametrize("pad,train_split", [(2, True), (0, True), (2, False)])
-def test_prefetched_batches_equal_batchloader(pad, train_split):
+def test_preloaded_batches_equal_streamed_batches(pad, train_split):
     task = tiny_task(n_train=70)
     kw = dict(batch_size=16, image_size=16, train=train_split, seed=3, pad=pad)
     plain = BatchLoader(task.train_images, task.train_labels, preload=False, **kw)
@@ -75,7 +75,7 @@ def test_prefetched_batches_equal_batchloader(pad, train_split):
     for epoch in (1, 2):
         plain.set_epoch(epoch)
         pre.set_epoch(epoch)
-        a, b = list(plain), list(train.prefetched_batches(pre))
+        a, b = list(plain), list(pre)
         assert len(a) == len(b) == len(plain) == (4 if train_split else 5)
         for (xa, ya), (xb, yb) in zip(a, b):
             assert torch.equal(ya, yb)
@@ -83,7 +83,7 @@ def test_prefetched_batches_equal_batchloader(pad, train_split):
     plain.set_epoch(1)
     pre.set_epoch(2)
     if train_split:  # different epochs really give different batches
-        assert not torch.equal(next(iter(plain))[0], next(train.prefetched_batches(pre))[0])
+        assert not torch.equal(next(iter(plain))[0], next(iter(pre))[0])
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -364,7 +364,8 @@ def test_cuda_fast_path(tmp_path):
     assert np.isfinite(rk["final_loss"])
     # the preloaded batch path issues no blocking host<->device copies per step
     loader = BatchLoader(task.train_images, task.train_labels, 32, 16, train=True, device=dev, pad=2, preload=True)
-    batches = train.prefetched_batches(loader)
+    assert loader.preloaded
+    batches = iter(loader)
     next(batches)  # the one transfer of the epoch
     torch.cuda.set_sync_debug_mode("error")
     try:
