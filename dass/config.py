@@ -349,6 +349,8 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError("config key 'predictor.inputs' must be a non-empty subset of [S, T, A, D]")
     if cfg.meta.n_query < 1 or cfg.meta.episodes < 1 or cfg.meta.eval_every < 1:
         raise ConfigError("config keys 'meta.n_query/episodes/eval_every' must be positive")
+    if cfg.meta.inner_steps < 1:
+        raise ConfigError("config key 'meta.inner_steps' must be >= 1; for no adaptation set meta.adapt=false")
     if cfg.db.num_students < 1:
         raise ConfigError("config key 'db.num_students' must be positive")
     if cfg.kd.logit_cache_mb < 0:

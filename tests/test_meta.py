@@ -8,10 +8,10 @@ import torch
 from torch.func import functional_call
 
 from dass.config import PredictorConfig, load_config
-from dass.errors import CheckpointError, DataError
+from dass.errors import CheckpointError, ConfigError, DataError
 from dass.io import read_jsonl
-from dass.meta import (MetaTrainer, adapt, evaluate_task, init_inner_lrs, load_predictor, load_tasks, predict,
-                       train_or_reuse)
+from dass.meta import (MetaTrainer, adapt, evaluate_task, init_inner_lrs, inner_update, load_predictor, load_tasks,
+                       predict, train_or_reuse)
 from dass.predictor import Predictor
 from dass.records import TeacherRecord, load_records
 from dass.testing import fixture_db_for_config
@@ -117,6 +117,20 @@ def test_inner_learning_rates_receive_gradients(second_order):
     g = torch.autograd.grad(((pred - teacher.acc) ** 2).mean(), list(params.values()))
     for (k, v), gk in zip(params.items(), g):
         assert torch.allclose(p[k], v - lrs[k] * gk)
+
+
+def test_zero_inner_steps_leave_the_parameters_and_config_asks_for_at_least_one(tmp_path):
+    model, teacher, q, lrs = _tiny_problem()
+    params = dict(model.named_parameters())
+    p = inner_update(model, params, lrs, teacher.fmap, teacher.arch_enc, torch.tensor([teacher.acc]), None,
+                     steps=0, second_order=True)
+    assert p == params
+    two = adapt(model, params, lrs, teacher, None, create_graph=False, steps=2)
+    one = adapt(model, adapt(model, params, lrs, teacher, None, create_graph=False), lrs, teacher, None,
+                create_graph=False)
+    assert all(torch.equal(two[k], one[k]) for k in params)
+    with pytest.raises(ConfigError, match="meta.inner_steps.*meta.adapt=false"):
+        load_config("configs/demo.yaml", ["meta.inner_steps=0"])
 
 
 def test_init_inner_lrs_one_per_parameter_entry():
