@@ -10,14 +10,6 @@ from clitools import tiny_config, write_config, write_toy_tasks
 RECORD_FIELDS = ("arch_enc", "fmaps", "best_acc", "final_acc", "final_loss", "macs", "params")
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return write_toy_tasks(tmp_path_factory.mktemp("data"), 48, 24)

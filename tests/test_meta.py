@@ -33,13 +33,7 @@ def small_cfg(tmp_path, *extra):
         "meta.episodes=40", "meta.eval_every=20", "meta.n_query=8", "meta.outer_lr=0.005", "run.device=cpu", *extra])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest (and the 2-core test machine is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: one intra-op thread is fastest
 
 
 @pytest.fixture
