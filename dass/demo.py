@@ -14,18 +14,30 @@ The report is printed and written to ``<demo.out>/report.md`` with ``report.json
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from .config import Config, save_config
+from . import database as db
+from .config import Config, resolve_device, save_config
+from .data import load_task
+from .database import candidate_file, search_root, task_plan
 from .io import read_json, write_json
+from .logit_cache import TeacherLogitCache
+from .meta import load_tasks, train_or_reuse
+from .meta_test import run_meta_test
 from .metrics import STD_NOTE, mean_std
+from .records import task_file
+from .remap import remapped_student
+from .search import run_search
+from .space import Arch, SearchSpace
+from .synthetic import generate_tasks
+from .train import distill, load_task_teacher
 
 
 class Stages:
@@ -49,24 +61,16 @@ class Stages:
 
 
 def _all_task_files(cfg: Config) -> bool:
-    from .database import candidate_file, search_root, task_plan
-    from .records import task_file
-
     return all(task_file(cfg.db.out, m, t).is_file() for m, t in task_plan(cfg)) and all(
         candidate_file(search_root(cfg), t).is_file() for t in cfg.tasks.meta_test)
 
 
 def budget_macs(cfg: Config) -> float:
-    from .space import SearchSpace
-
     space = SearchSpace.from_config(cfg)
     return cfg.demo.budget_frac * space.macs(space.teacher())
 
 
 def run_demo(cfg: Config, workers: int = 0, log: Callable[[str], None] = print) -> dict:
-    from . import database as db
-    from .synthetic import generate_tasks
-
     out = Path(cfg.demo.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out, {"command": "demo"})
@@ -113,9 +117,6 @@ def run_demo(cfg: Config, workers: int = 0, log: Callable[[str], None] = print) 
 
 
 def _meta_train(cfg: Config, log) -> dict:
-    from .config import resolve_device
-    from .meta import load_tasks, train_or_reuse
-
     best = train_or_reuse(cfg, load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"),
                           load_tasks(cfg, "meta_test", required=False), resolve_device(cfg.run.device),
                           progress=False)
@@ -124,16 +125,10 @@ def _meta_train(cfg: Config, log) -> dict:
 
 
 def _meta_test(cfg: Config, ckpt: str) -> list[dict]:
-    from .meta_test import run_meta_test
-
     return run_meta_test(cfg, checkpoint=ckpt, baselines="all", progress=False)
 
 
 def _search(cfg: Config, ckpt: str) -> dict:
-    import numpy as np
-
-    from .search import run_search
-
     picks = {}
     for task in cfg.tasks.meta_test:
         res = run_search(cfg, task, "dass", ckpt, progress=False)
@@ -155,13 +150,6 @@ def _search(cfg: Config, ckpt: str) -> dict:
 
 
 def _distill(cfg: Config, picks: dict, log) -> dict:
-    from .config import resolve_device
-    from .data import load_task
-    from .space import Arch
-    from .logit_cache import TeacherLogitCache
-    from .remap import remapped_student
-    from .train import distill, load_task_teacher
-
     device = resolve_device(cfg.run.device)
     out = {}
     for task, p in picks.items():

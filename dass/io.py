@@ -13,7 +13,7 @@ import os
 import tempfile
 import pickle
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable
 
 import torch
 

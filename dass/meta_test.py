@@ -22,17 +22,19 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .baselines import STATIC, needs_dataset_features, score, trained_variants, variant_config
 from .config import resolve_device
 from .errors import CheckpointError, ConfigError, DataError
 from .io import write_csv
+from .meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
+from .metrics import nanmean, rank_desc
+from .plots import scatter_svg
 
 METRICS = ("spearman", "pearson", "kendall", "top1", "top5", "best")
 
 
 def parse_methods(text: str, cfg) -> tuple[list[str], bool]:
     """``--baselines`` -> (methods, explicit). ``dass`` always comes first."""
-    from .baselines import STATIC, trained_variants
-
     known = [*STATIC, *trained_variants(cfg)]
     t = (text or "").strip()
     if t == "all":
@@ -52,11 +54,6 @@ def _f(v, nd=3) -> str:
 
 def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str = "all", progress: bool = True,
                   out: Optional[str | Path] = None) -> list[dict]:
-    from .baselines import STATIC, needs_dataset_features, score, variant_config
-    from .meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
-    from .metrics import nanmean, rank_desc
-    from .plots import scatter_svg
-
     device = resolve_device(cfg.run.device)
     tests = load_tasks(cfg, "meta_test")
     if not tests:
@@ -127,8 +124,6 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
 
 def format_table(rows: list[dict]) -> str:
     """One line per method: Spearman per task, then the means over tasks of every metric."""
-    from .metrics import nanmean
-
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     w = max(8, *(len(m) for m in methods))

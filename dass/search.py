@@ -23,11 +23,18 @@ from typing import Optional
 import torch
 import yaml
 
+from .baselines import score
 from .config import Config, resolve_device
+from .data import load_task, make_loader
+from .database import (_dataset_features, candidate_archs, candidate_records, ensure_teacher, load_candidates,
+                       search_root)
 from .errors import DassError
 from .io import atomic_torch_save, atomic_write_text, write_csv
+from .meta import load_predictor, predict
+from .nets import load_teacher
 from .records import TaskRecords, candidate_file
 from .space import Arch, SearchSpace
+from .train import evaluate
 
 
 @dataclass
@@ -74,22 +81,14 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
                             teacher_acc: Optional[float] = None, device=None, progress: bool = True) -> TaskRecords:
     """The task's candidate pool: from ``preprocessed/search/<task>.pt`` when it exists and no other
     teacher is given, else computed on the fly from the task's data and teacher."""
-    from .database import (_dataset_features, candidate_archs, candidate_records, ensure_teacher, load_candidates,
-                           search_root)
-
     path = candidate_file(search_root(cfg), task)
     if teacher_path is None and path.is_file():
         return load_candidates(path, task, cfg.run.allow_legacy_pickle)
-    from .data import load_task
 
     device = device or resolve_device(cfg.run.device)
     data = load_task(task, cfg)
     space = SearchSpace.from_config(cfg)
     if teacher_path is not None:
-        from .nets import load_teacher
-        from .train import evaluate
-        from .data import make_loader
-
         teacher = load_teacher(teacher_path, space.teacher(), data.num_classes, space.stage_strides,
                                cfg.run.allow_legacy_pickle).to(device)
         if teacher_acc is None:  # the support label is the teacher's own test accuracy
@@ -104,12 +103,9 @@ def score_candidates(cfg: Config, records: TaskRecords, method: str = "dass",
                      checkpoint: Optional[str] = None, device=None) -> torch.Tensor:
     """DaSS scores (predicted KD accuracy after teacher-guided adaptation) or a baseline's scores."""
     if method == "dass":
-        from .meta import load_predictor, predict
-
         ckpt = checkpoint or str(Path(cfg.meta.out) / "best.pt")
         model, lrs, _ = load_predictor(ckpt, device or "cpu")
         return predict(model, lrs, records, adapt=cfg.meta.adapt, cfg=cfg).detach().cpu().float().flatten()
-    from .baselines import score
 
     return score(method, records, seed=cfg.run.seed).detach().cpu().float()
 

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import torch
 
-from ..meta_test import format_table, run_meta_test
-
 
 def add_arguments(p) -> None:
     p.add_argument("--checkpoint", default=None, help="DaSS predictor checkpoint (default: <meta.out>/best.pt)")
@@ -23,6 +21,9 @@ def add_arguments(p) -> None:
 
 
 def run(cfg, args) -> int:
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
+    from ..meta_test import format_table, run_meta_test
+
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     t0 = time.time()
