@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Data loading throughput: our batched loader vs the authors' per-image PIL path (SPEC 7 transforms).
+"""Data loading throughput: our batched loader vs the authors' per-image PIL path.
+
+The training transforms of docs/method.md#benchmark.
 
 Training split, random crop (padding 8 at 64 px) + horizontal flip + normalisation, batch 64, one
 full epoch per repeat over random uint8 images (no download); batches are consumed on the target
@@ -7,7 +9,7 @@ device and nothing else is done with them.
 
 * **dass loader**: ``dass.data.make_loader`` (a :class:`dass.augment.BatchLoader`): a uint8 batch is
   gathered and augmented as one tensor. On CUDA the dataset is preloaded on the GPU and iterated
-  with ``dass.train.iterate`` (the training engine's path: one transfer of the epoch's draws).
+  as the training engine does (one transfer of the epoch's draws, ``dass.augment.BatchLoader``).
 * **PIL, 1 worker**: ``PIL.Image.fromarray`` + torchvision transforms per image in a
   ``DataLoader(num_workers=1)``, as the authors' ``get_dataloader.py`` configures it.
 * **PIL, in process**: the same with ``num_workers=0`` (the per-image cost without a helper process).
@@ -26,7 +28,6 @@ import torch  # noqa: E402
 from bench_kd import PILImages, authors_transform, random_images  # noqa: E402
 from dass.config import load_config  # noqa: E402
 from dass.data import TaskData, make_loader  # noqa: E402
-from dass.train import iterate  # noqa: E402
 
 
 def epoch_seconds(make_iter, device: torch.device) -> float:
@@ -67,7 +68,7 @@ def main() -> None:
     def ours_iter():
         epoch[0] += 1
         ours.set_epoch(epoch[0])
-        return iterate(ours)
+        return iter(ours)
 
     ds = PILImages(images, labels, authors_transform(args.size, padding))
     pil1 = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=1, drop_last=True,

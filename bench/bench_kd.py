@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """KD training throughput: our engine (``dass.train.distill``) vs the authors' recipe, in one run.
 
-Paper scale (SPEC 8): 64x64 images, 40 classes, the ResNet42 teacher, a mid-size student
+Paper scale (docs/method.md#kd): 64x64 images, 40 classes, the ResNet42 teacher, a mid-size student
 (depths 3-3-3-3 at multiplier 0.75: widths 24/48/96/192, a third of the teacher's MACs), batch 64,
 SGD Nesterov with a per-step cosine schedule, KD loss T=6, alpha=0.5. Data: random uint8 images
 (no download), labels cycling over the classes.

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Search throughput: candidates scored per second, and meta-training episodes per second.
 
-A candidate is *scored* when it has been remapped from the teacher and run on the fixed noise
-(its stage-4 functional map, SPEC 4), encoded (SPEC 2), sized (MACs/params, for the budget) and
-given a predicted accuracy by the predictor after teacher-guided adaptation (``dass.meta.predict``,
-SPEC 5-6). Paper scale: the ResNet42 teacher at 64 px, the paper's space, 256 x 8 x 8 maps, the
-paper's predictor. Weights are seeded random ones (throughput does not depend on their values).
+A candidate is *scored* when it has been remapped from the teacher and run on the fixed noise (its stage-4
+functional map, docs/method.md#embedding), encoded (docs/method.md#space), sized (MACs/params, for the
+budget) and given a predicted accuracy by the predictor after teacher-guided adaptation
+(``dass.meta.predict``, docs/method.md#predictor, #meta-learning). Paper scale: the ResNet42 teacher at 64
+px, the paper's space, 256 x 8 x 8 maps, the paper's predictor. Weights are seeded random ones (throughput
+does not depend on their values).
 
 Embedding paths:
 
@@ -64,7 +65,8 @@ def to_records(space: SearchSpace, archs, fmaps: torch.Tensor, teacher_rec: Teac
 
 
 def shared_embedding_macs(teacher: ResNet, archs, size: int) -> int:
-    """Convolution MACs fastembed executes for ``archs``: every distinct chain prefix once (SPEC 4 maps)."""
+    """Convolution MACs fastembed executes for ``archs``: every distinct chain prefix once
+    (the maps of docs/method.md#embedding)."""
     seen, total = set(), 0
     for a in archs:
         c = chain(teacher, a, "copy_paste_first", 4)

@@ -1,4 +1,4 @@
-"""Batched tensor data pipeline (SPEC 7 transforms without a per-image PIL path).
+"""Batched tensor data pipeline (the training transforms of docs/method.md#benchmark, without a per-image PIL path).
 
 Images stay uint8 NHWC (numpy, possibly memory-mapped) until a batch is drawn; the batch is moved to
 the device once and transformed there as a whole: resize (when the stored size differs from the
@@ -28,18 +28,25 @@ def to_float(x_uint8_nhwc: torch.Tensor, image_size: int, mean: float = 0.5, std
     return x
 
 
-def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, flip: bool = True,
-                     fill: float = 0.0) -> torch.Tensor:
-    """Batched RandomCrop(size, padding=pad) + RandomHorizontalFlip on NCHW floats.
+def draw_crop_flip(n: int, pad: int, gen: torch.Generator, flip: bool = True):
+    """The random draws of :func:`random_crop_flip` for ``n`` images, on the CPU generator ``gen``:
+    row and column offsets in ``[0, 2 * pad]`` and the flip flags (None without flipping)."""
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    do_flip = (torch.rand(n, generator=gen) < 0.5) if flip else None
+    return oy, ox, do_flip
+
+
+def crop_flip(x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor, do_flip: Optional[torch.Tensor] = None,
+              fill: float = 0.0) -> torch.Tensor:
+    """RandomCrop(size, padding=pad) + RandomHorizontalFlip on NCHW floats with the draws already made
+    (offsets and flags on ``x``'s device).
 
     torchvision pads raw pixels with 0 (black); ``x`` here is already normalised, so the caller
     passes ``fill = (0 - mean) / std``, the normalised value of a black pixel.
     """
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     dev = x.device
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
-    do_flip = (torch.rand(n, generator=gen) < 0.5).to(dev) if flip else None
     if pad > 0:
         xp = F.pad(x, (pad, pad, pad, pad), value=fill)
         rows = oy[:, None] + torch.arange(h, device=dev)[None]          # n,h
@@ -54,13 +61,23 @@ def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, flip: bool
     return x.contiguous()
 
 
+def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, flip: bool = True,
+                     fill: float = 0.0) -> torch.Tensor:
+    """:func:`draw_crop_flip` on ``gen``, then :func:`crop_flip`."""
+    draws = draw_crop_flip(x.shape[0], pad, gen, flip)
+    return crop_flip(x, pad, *(None if t is None else t.to(x.device) for t in draws), fill=fill)
+
+
 class BatchLoader:
     """Iterate ``(images, labels)`` batches of one split.
 
     - ``train=True``: shuffled each epoch (seeded by ``seed`` and :meth:`set_epoch`), random crop
       with ``pad`` and horizontal flip; ``drop_last`` like the authors' loaders.
     - ``train=False``: in order, no augmentation, keeps the last partial batch.
-    - ``preload=True`` copies the whole uint8 array to ``device`` once (the CUDA fast path).
+    - ``preload=True`` copies the whole uint8 array to ``device`` once (the CUDA fast path); such a
+      loader draws the epoch's permutation and every batch's crops and flips up front, on the same
+      generator in the same order (so the batches are identical), and moves them in one non-blocking
+      transfer: a blocking host-to-device copy per step would stall the CUDA pipeline.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, image_size: int,
@@ -108,16 +125,52 @@ class BatchLoader:
         x = torch.from_numpy(xs).to(self.device, non_blocking=True)
         return x, self._labels_t.index_select(0, idx).to(self.device, non_blocking=True)
 
+    @property
+    def preloaded(self) -> bool:
+        return self._images_t is not None
+
+    def _finish(self, x8: torch.Tensor, draws=None) -> torch.Tensor:
+        """uint8 batch -> the model's input: normalise, crop and flip with ``draws`` (train), memory format."""
+        x = to_float(x8, self.image_size, self.mean, self.std)
+        if draws is not None:
+            x = crop_flip(x, self.pad, *draws, fill=-self.mean / self.std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._prefetched() if self.preloaded else self._streamed()
+
+    def _streamed(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         g = self.generator()
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x8, y = self._take(idx)
-            x = to_float(x8, self.image_size, self.mean, self.std)
+            draws = None
             if self.train:
-                x = random_crop_flip(x, self.pad, g, fill=-self.mean / self.std)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y
+                draws = tuple(t.to(self.device) for t in draw_crop_flip(len(idx), self.pad, g))
+            yield self._finish(x8, draws), y
+
+    def _prefetched(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, bs, nb = len(self.labels), self.batch_size, len(self)
+        images, labels = self._images_t, self._labels_t
+        if not self.train:
+            for b in range(nb):
+                yield self._finish(images[b * bs:(b + 1) * bs]), labels[b * bs:(b + 1) * bs]
+            return
+        g = self.generator()
+        order = torch.randperm(n, generator=g)
+        sizes = [min(bs, n - b * bs) for b in range(nb)]
+        draws = [torch.stack([t.long() for t in draw_crop_flip(m, self.pad, g)]) for m in sizes]
+        packed = torch.cat([order[:sum(sizes)][None], torch.cat(draws, dim=1)], dim=0)
+        if self.device.type == "cuda":
+            packed = packed.pin_memory().to(self.device, non_blocking=True)
+        else:
+            packed = packed.to(self.device)
+        start = 0
+        for m in sizes:
+            idx, oy, ox, fl = packed[:, start:start + m]
+            start += m
+            yield self._finish(images.index_select(0, idx), (oy, ox, fl.bool())), labels.index_select(0, idx)

@@ -2,17 +2,21 @@
 
 Every subcommand takes ``--config configs/X.yaml`` plus ``key=value`` overrides (``kd.epochs=3``),
 resolved into one typed :class:`~dass.config.Config`. Each subcommand lives in its own module under
-:mod:`dass.commands` exposing ``add_arguments(parser)`` and ``run(cfg, args) -> int``.
+:mod:`dass.commands` exposing ``add_arguments(parser)`` and ``run(cfg, args) -> int``. Building the
+parser imports every command module, so those modules import the pipeline (training, database,
+meta-learning, plotting: scipy, matplotlib, ...) inside ``run`` and ``--help`` stays fast.
 
 User errors (:class:`~dass.errors.DassError`) print one line ``error: ...`` and exit 2.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from typing import Optional
 
+from .config import load_config
 from .errors import DassError
 
 # subcommand -> (module, one-line help)
@@ -31,13 +35,7 @@ COMMANDS = {
 
 
 def _load(name: str):
-    module, _ = COMMANDS[name]
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return None
-        raise
+    return importlib.import_module(COMMANDS[name][0])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", default=None, help="YAML config (configs/paper.yaml or configs/demo.yaml)")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. kd.epochs=3")
         mod = _load(name)
-        if mod is not None and hasattr(mod, "add_arguments"):
+        if hasattr(mod, "add_arguments"):
             mod.add_arguments(sp)
     return p
 
@@ -60,20 +58,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        from .config import load_config
-
         cfg = load_config(args.config, args.overrides)
-        mod = _load(args.command)
-        if mod is None:
-            print(f"main.py {args.command}: not built yet", file=sys.stderr)
-            return 3
-        return int(mod.run(cfg, args) or 0)
+        return int(_load(args.command).run(cfg, args) or 0)
     except DassError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:
-        import errno
-
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             where = f" writing {e.filename}" if e.filename else ""
             print(f"error: no space left on device{where}; free disk space and re-run the same command "

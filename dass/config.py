@@ -1,7 +1,7 @@
 """One typed configuration for every subcommand.
 
 A run's configuration is resolved in three layers: the dataclass defaults below (which are the
-*paper's* settings, SPEC sections 2-8), then a YAML file (``configs/paper.yaml`` or
+*paper's* settings, docs/method.md), then a YAML file (``configs/paper.yaml`` or
 ``configs/demo.yaml``), then ``key=value`` overrides from the command line (``kd.epochs=3``,
 ``space.stage_widths=[8,16,32,64]``). Every key and value is validated: an unknown key or a value of
 the wrong type gives a one-line :class:`~dass.errors.ConfigError` naming the key.
@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 import yaml
 
 from .errors import ConfigError
+from .io import atomic_write_text
 
 PAPER_MULTIPLIERS = [0.5 + 0.0625 * i for i in range(9)]
 
@@ -32,7 +34,7 @@ def _choices(*values: str) -> dict:
 
 @dataclass
 class SpaceConfig:
-    """The search space (SPEC 2). The paper's space is the default."""
+    """The search space (docs/method.md#space). The paper's space is the default."""
 
     stage_widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
     stage_strides: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
@@ -47,13 +49,13 @@ class SpaceConfig:
 
 @dataclass
 class DataConfig:
-    """Where datasets live and how images are fed (SPEC 7)."""
+    """Where datasets live and how images are fed (docs/method.md#benchmark)."""
 
     root: str = "data"
-    crop_padding: int = 8           # random-crop padding (8 at 64 px, SPEC 7); used as given at any size
+    crop_padding: int = 8           # random-crop padding (8 at 64 px, docs/method.md#benchmark); used as given at any size
     mean: float = 0.5
     std: float = 0.5
-    # QuickDraw's train split is cut to this many images per class (SPEC 7).
+    # QuickDraw's train split is cut to this many images per class (docs/method.md#benchmark).
     quickdraw_train_per_class: int = 20
     # Embedded default: the generated task family (dass.synthetic)
     synthetic_seed: int = 0
@@ -68,7 +70,7 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    """Which tasks form meta-train / meta-valid / meta-test (SPEC 1, 7)."""
+    """Which tasks form meta-train / meta-valid / meta-test (docs/method.md#benchmark)."""
 
     meta_train: list[str] = field(default_factory=lambda: [f"tiny_imagenet-{k}" for k in range(8)])
     meta_valid: list[str] = field(default_factory=lambda: ["tiny_imagenet-8", "tiny_imagenet-9"])
@@ -77,7 +79,7 @@ class TaskConfig:
 
 @dataclass
 class TeacherConfig:
-    """Teacher training recipe (SPEC 8)."""
+    """Teacher training recipe (docs/method.md#teachers)."""
 
     epochs: int = 180
     batch_size: int = 64
@@ -93,7 +95,7 @@ class TeacherConfig:
 
 @dataclass
 class KDConfig:
-    """Knowledge-distillation recipe (SPEC 8)."""
+    """Knowledge-distillation recipe (docs/method.md#kd)."""
 
     epochs: int = 50
     batch_size: int = 64
@@ -115,7 +117,7 @@ class KDConfig:
 
 @dataclass
 class TrainConfig:
-    """Engine switches shared by teacher training and KD (issue 4)."""
+    """Engine switches shared by teacher training and KD."""
 
     # auto = bf16 autocast on CUDA (fp16 + GradScaler on GPUs without bf16), full precision on CPU
     amp: str = field(default="auto", metadata=_choices("auto", "bf16", "fp16", "off"))
@@ -127,7 +129,7 @@ class TrainConfig:
 
 @dataclass
 class EmbedConfig:
-    """Functional embeddings on a fixed noise input (SPEC 4)."""
+    """Functional embeddings on a fixed noise input (docs/method.md#embedding)."""
 
     noise_seed: int = 0
     num_noise: int = 1              # number of noise images; maps are averaged over them
@@ -140,13 +142,13 @@ class EmbedConfig:
 
 @dataclass
 class DatabaseConfig:
-    """Meta-training database builder (issue 5, SPEC 9-10)."""
+    """Meta-training database builder (docs/method.md#database, #file-formats)."""
 
     out: str = "preprocessed/ours"
     num_students: int = 50          # students sampled per task
     num_students_meta_test: int = 0  # students per unseen (meta-test) task; 0 = num_students
     sample_seed: int = 0
-    kd_seed: int = 0                # ground truth = one KD run per student (SPEC 8)
+    kd_seed: int = 0                # ground truth = one KD run per student (docs/method.md#kd)
     # The benchmark's labels: the mean over these KD seeds, each seed's accuracy kept as well
     # (docs/method.md#benchmark). Empty = [kd_seed].
     kd_seeds: list[int] = field(default_factory=list)
@@ -159,7 +161,7 @@ class DatabaseConfig:
 
 @dataclass
 class PredictorConfig:
-    """The meta-predictor (SPEC 5)."""
+    """The meta-predictor (docs/method.md#predictor)."""
 
     inputs: list[str] = field(default_factory=lambda: ["S", "T", "A"])
     func_channels: int = 0          # 0 = last stage width of the space
@@ -184,7 +186,7 @@ class PredictorConfig:
 
 @dataclass
 class MetaConfig:
-    """Meta-learning with teacher-guided adaptation (SPEC 6)."""
+    """Meta-learning with teacher-guided adaptation (docs/method.md#meta-learning)."""
 
     episodes: int = 1000
     outer_lr: float = 5e-4
@@ -203,7 +205,7 @@ class MetaConfig:
 
 @dataclass
 class SearchConfig:
-    """Rapid search on an unseen task (issue 7)."""
+    """Rapid search on an unseen task (docs/method.md#search)."""
 
     top_k: int = 5
     max_macs: float = 0.0           # 0 = no budget
@@ -225,7 +227,7 @@ class RunConfig:
 
 @dataclass
 class DemoConfig:
-    """The embedded default end to end (issue 7)."""
+    """The embedded default end to end (docs/method.md#benchmark)."""
 
     out: str = "exp/demo"
     real_test_task: str = "digits"
@@ -364,6 +366,8 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError("config key 'predictor.inputs' must be a non-empty subset of [S, T, A, D]")
     if cfg.meta.n_query < 1 or cfg.meta.episodes < 1 or cfg.meta.eval_every < 1:
         raise ConfigError("config keys 'meta.n_query/episodes/eval_every' must be positive")
+    if cfg.meta.inner_steps < 1:
+        raise ConfigError("config key 'meta.inner_steps' must be >= 1; for no adaptation set meta.adapt=false")
     if cfg.db.num_students < 1:
         raise ConfigError("config key 'db.num_students' must be positive")
     if cfg.db.num_students_meta_test < 0 or cfg.db.shared_students < 0:
@@ -454,8 +458,6 @@ def git_revision(cwd: Optional[str | os.PathLike] = None) -> str:
 
 def save_config(cfg: Config, run_dir: str | os.PathLike, extra: Optional[dict] = None) -> Path:
     """Write ``config.yaml`` (resolved config + git revision) into a run directory, atomically."""
-    from .io import atomic_write_text
-
     doc = {"git_revision": git_revision(), **(extra or {}), "config": to_dict(cfg)}
     out = Path(run_dir) / "config.yaml"
     atomic_write_text(out, yaml.safe_dump(doc, sort_keys=False))
@@ -464,8 +466,6 @@ def save_config(cfg: Config, run_dir: str | os.PathLike, extra: Optional[dict] =
 
 def resolve_device(name: str) -> "Any":
     """'auto' -> cuda when present, else cpu. Never assumes CUDA."""
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -1,4 +1,4 @@
-"""Datasets in the authors' numpy layout (SPEC 7, 10) behind one in-memory type.
+"""Datasets in the authors' numpy layout (docs/method.md#benchmark, #file-formats) behind one in-memory type.
 
 Every task -- a Tiny ImageNet split, an unseen dataset, a generated task of the embedded default --
 is a :class:`TaskData`: uint8 NHWC image arrays (memory-mapped where possible) and int64 labels.
@@ -13,7 +13,7 @@ Layouts read by :func:`load_task` (``root`` = ``cfg.data.root``):
 - ``cub``, ``dtd``, ``quickdraw``, ``stanford_cars`` and any other name (the generated ``synth-K``,
   ``digits``, a user's own data): ``root/<name>/{train,test}_{images,labels}.npy``. QuickDraw is
   greyscale (converted to RGB) and its train split is cut to the first
-  ``cfg.data.quickdraw_train_per_class`` images of each class (SPEC 7). A generic folder may hold
+  ``cfg.data.quickdraw_train_per_class`` images of each class (docs/method.md#benchmark). A generic folder may hold
   ``meta.json`` with ``num_classes``; otherwise it is ``max(label) + 1``.
 
 Every file is checked on load (exists, readable, uint8 N x H x W x 3 or N x H x W greyscale,
@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
+from .augment import BatchLoader
 from .errors import DataError
 
 
@@ -48,7 +50,7 @@ class TaskData:
         return tuple(self.train_images.shape[1:])
 
 
-# Class counts of the authors' unseen datasets (SPEC 7); labels outside them are an error.
+# Class counts of the authors' unseen datasets (docs/method.md#benchmark); labels outside them are an error.
 KNOWN_NUM_CLASSES = {"cub": 200, "dtd": 47, "quickdraw": 345, "stanford_cars": 196}
 TINY_IMAGENET_CLASSES = 200
 TINY_IMAGENET_SPLITS = 10
@@ -102,7 +104,7 @@ def validate_images(images: np.ndarray, path: Path | str) -> np.ndarray:
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if images.ndim == 3:
-        # Greyscale -> RGB (QuickDraw, SPEC 7) without copying: stride 0 on the channel axis.
+        # Greyscale -> RGB (QuickDraw, docs/method.md#benchmark) without copying: stride 0 on the channel axis.
         images = np.broadcast_to(images[..., None], images.shape + (3,))
     if images.ndim != 4 or images.shape[-1] != 3:
         raise DataError(f"dataset file {path} has image array shape {tuple(images.shape)}; expected "
@@ -219,7 +221,7 @@ def _relabel(labels: np.ndarray, label_list: np.ndarray, split_path: Path, key: 
 
 
 def load_tiny_imagenet(root: Path, split: int) -> TaskData:
-    """One of the 10 Tiny ImageNet class subsets (SPEC 7), relabelled to ``0..len(label_list)-1``."""
+    """One of the 10 Tiny ImageNet class subsets (docs/method.md#benchmark), relabelled to ``0..len(label_list)-1``."""
     folder = Path(root) / "tiny_imagenet"
     hint = _hint("tiny_imagenet")
     ip, lp = folder / "train_images.npy", tiny_imagenet_labels_path(folder)
@@ -309,17 +311,13 @@ def task_names(cfg) -> dict[str, list[str]]:
 def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0, device="cpu",
                 train: Optional[bool] = None, drop_last: Optional[bool] = None,
                 preload: Optional[bool] = None, channels_last: Optional[bool] = None):
-    """A :class:`~dass.augment.BatchLoader` over one split of ``task`` with the SPEC 7 transforms.
+    """A :class:`~dass.augment.BatchLoader` over one split of ``task`` with the transforms of docs/method.md#benchmark.
 
     ``train`` (default: ``split == 'train'``) turns on shuffling, random crop with
     ``cfg.data.crop_padding`` zero padding and horizontal flip; images are resized to
     ``cfg.space.image_size`` and normalised with ``cfg.data.mean/std``. ``channels_last`` defaults to
     ``cfg.train.channels_last`` (NHWC batches, which speed convolutions up on CUDA and CPU).
     """
-    import torch
-
-    from .augment import BatchLoader
-
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     images = task.train_images if split == "train" else task.test_images

@@ -1,13 +1,16 @@
-"""The meta-training database builder (issue 5; the part of the pipeline the authors never released).
+"""The meta-training database builder (docs/method.md#database).
+
+The part of the pipeline the authors never released.
 
 For every task of ``cfg.tasks`` (meta-train, meta-valid and meta-test splits) it:
 
 1. loads the task's data and trains its teacher (or loads ``<checkpoint_dir>/teacher/<task>/model_best.pth.tar``);
-2. writes the teacher's support record (its own encoding, functional map and test accuracy, SPEC 6);
+2. writes the teacher's support record (its own encoding, functional map and test accuracy,
+   docs/method.md#meta-learning);
 3. samples ``db.num_students`` students with a seed derived from ``db.sample_seed`` and the task name;
-4. for each student: remaps it from the teacher, computes its functional map on the fixed noise (SPEC 4),
-   KD-trains it with the ``kd`` recipe and seed ``db.kd_seed`` and records final acc, best acc, final
-   loss, MACs and params;
+4. for each student: remaps it from the teacher, computes its functional map on the fixed noise
+   (docs/method.md#embedding), KD-trains it with the ``kd`` recipe and seed ``db.kd_seed`` and records final
+   acc, best acc, final loss, MACs and params;
 5. assembles the task's file in the authors' format (``dass.records``).
 
 Work is a deterministic list of (task, student) items. Each finished student is written atomically to
@@ -22,9 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,15 +38,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import train
 from .config import Config, from_dict, resolve_device, to_dict
+from .data import load_task
 from .embed import functional_map, noise_input, student_map
 from .errors import CheckpointError, DassError
-from .io import atomic_torch_save, safe_torch_load, write_csv
+from .fastembed import auto_workers, remapped_maps_parallel
+from .io import atomic_torch_save, safe_torch_load, write_csv, write_json
 from .layout import config_layout
 from .logit_cache import TeacherLogitCache
-from .records import (MODES, TaskRecords, TeacherRecord, candidate_file, load_records, save_records,
-                      save_teacher_record)
+from .nets import ResNet
+from .metrics import kendall
+from .records import (MODES, TaskRecords, TeacherRecord, candidate_dict, candidate_file, dict_to_records,
+                      load_records, load_teacher_record, nest_for_authors, net_samples_file, records_to_dict,
+                      save_records, save_teacher_record, teacher_file, teacher_record_dict)
+from .remap import remap
+from .set_encoder import dataset_features
 from .space import Arch, SearchSpace
+from .stats import noise_ceiling, spearman_rows
 
 
 def stable_seed(*parts) -> int:
@@ -159,14 +174,11 @@ def load_item(cfg: Config, item: WorkItem) -> Optional[dict]:
 
 def ensure_teacher(cfg: Config, mode: str, task_name: str, data, device, progress: bool = True):
     """Load the task's trained teacher, training it first when no finished checkpoint exists."""
-    from . import train
-
     path = train.teacher_dir(cfg, task_name) / "model_best.pth.tar"
     done = train.teacher_dir(cfg, task_name) / "done.json"
     if not (path.is_file() and done.is_file()):
         train.train_teacher(data, cfg, out_dir=train.teacher_dir(cfg, task_name), device=device,
                             meta_test=(mode == "meta_test"), progress=progress)
-        from .io import write_json
 
         write_json(done, {"task": task_name})
     return train.load_task_teacher(cfg, task_name, data.num_classes, device)
@@ -179,11 +191,7 @@ def teacher_record(cfg: Config, teacher, acc: float, noise: torch.Tensor) -> Tea
                          fmap=functional_map(teacher, noise, cfg.embed.stage), acc=float(acc))
 
 
-def _dataset_features(cfg: Config, data) -> Optional[torch.Tensor]:
-    try:
-        from .set_encoder import dataset_features
-    except ImportError:  # the D input is optional
-        return None
+def _dataset_features(cfg: Config, data) -> torch.Tensor:
     p = cfg.predictor
     return dataset_features(data.train_images, data.train_labels, data.num_classes, p.dataset_samples_per_class,
                             seed=stable_seed("dataset", cfg.db.sample_seed), feature_dim=p.dataset_feature_dim)
@@ -206,9 +214,6 @@ def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_sh
     ``after_item`` is called after each finished student (tests use it to simulate a kill).
     Returns counts: ``{'done': n_computed, 'skipped': n_already_there, 'assembled': [...]}``.
     """
-    from . import train
-    from .data import load_task
-
     if not 0 <= shard < num_shards:
         raise DassError(f"--shard {shard} must lie in [0, --num-shards {num_shards})")
     _set_threads(cfg)
@@ -288,9 +293,6 @@ def _labels(runs: list[dict], seeds: list[int]) -> dict:
 
 
 def _remapped(teacher, arch: Arch, cfg: Config, task: str, index: int, device):
-    from .nets import ResNet
-    from .remap import remap
-
     torch.manual_seed(stable_seed("init", task, index))  # the init random remapping keeps
     student = ResNet(arch, teacher.num_classes, teacher.strides).to(device)
     return remap(teacher, student, cfg.kd.remap)
@@ -351,7 +353,7 @@ def merge(cfg: Config, modes: Optional[list[str]] = None, strict: bool = True,
 # --------------------------------------------------------------------------------------------- #
 
 def search_root(cfg: Config) -> Path:
-    """``preprocessed/search`` next to ``preprocessed/ours`` (SPEC 10)."""
+    """``preprocessed/search`` next to ``preprocessed/ours`` (docs/method.md#file-formats)."""
     return Path(cfg.db.out).parent / "search"
 
 
@@ -375,8 +377,6 @@ def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[A
                  for i, a in enumerate(tqdm(archs, desc=f"embed {task}", unit="cand", disable=not progress))]
     else:
         # shares the computation of candidates with a common block prefix; bit-identical to student_map
-        from .fastembed import auto_workers, remapped_maps_parallel
-
         workers = auto_workers(cfg.embed.workers, len(archs), device)
         fmaps = list(remapped_maps_parallel(teacher, archs, noise, cfg.kd.remap, cfg.embed.stage, channels,
                                             workers, progress, f"embed {task}"))
@@ -393,10 +393,7 @@ def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[A
 def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None, progress: bool = True,
                      log: Callable[[str], None] = print) -> list[Path]:
     """Write ``search/<dataset>.pt`` (authors' keys, NaN accuracies) for each meta-test dataset, plus
-    ``search/net_samples.pt``: ``[(macs, params, depth_config, channel_widths), ...]`` (SPEC 10)."""
-    from .data import load_task
-    from .records import nest_for_authors, records_to_dict, teacher_file, teacher_record_dict
-
+    ``search/net_samples.pt``: ``[(macs, params, depth_config, channel_widths), ...]`` (docs/method.md#file-formats)."""
     device = device or resolve_device(cfg.run.device)
     archs = candidate_archs(cfg)
     root = search_root(cfg)
@@ -428,10 +425,6 @@ def sync_net_samples(cfg: Config, samples: list, strict: bool = True) -> None:
     """``net_info/net_samples.pt``, through which the authors' KD script resolves a searched index. One that
     is there already (e.g. the authors' own) is never overwritten: when it lists other candidates, that is
     an error (``strict``) or a note on stderr."""
-    import sys
-
-    from .records import net_samples_file
-
     path = net_samples_file(cfg.db.out)
     if not path.is_file():
         atomic_torch_save(samples, path)
@@ -464,8 +457,6 @@ def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = Fal
     """A search pool, ours or the authors' (docs/method.md#authors-compat). Its teacher support record is
     the pool's ``teacher`` entry (ours) or ``<db_out>/meta_test/teacher/<task>-logs_noise_actmap.pt``
     (where the authors' search reads it)."""
-    from .records import candidate_dict, dict_to_records, load_teacher_record, net_samples_file, teacher_file
-
     d = safe_torch_load(path, allow_pickle, what="search candidates")
     samples = None if db_out is None else net_samples_file(db_out)
     d = candidate_dict(d, str(path), lambda: safe_torch_load(samples, allow_pickle, "candidate list")
@@ -501,8 +492,6 @@ def sanity_report(cfg: Config, modes: Optional[list[str]] = None) -> list[dict]:
     """Per task (docs/method.md#benchmark): the spread of student accuracies, how far the teacher is above
     chance, Spearman(accuracy, MACs) and (accuracy, params), and with several KD seeds the noise ceiling
     (``seed_rho``: Spearman between two seeds; ``ceiling``: of their mean). Written to ``report.csv``."""
-    from .stats import noise_ceiling, spearman_rows
-
     rows = []
     for mode, task in task_plan(cfg, modes):
         try:
@@ -533,10 +522,6 @@ def family_summary(cfg: Config, rows: list[dict], modes: Optional[list[str]] = N
     when they are at least a third of its tasks. ``tau``: pairwise Kendall tau between tasks' rankings of
     the ``db.shared_students`` architectures every task distilled (mean, min, max over task pairs).
     """
-    from itertools import combinations
-
-    from .metrics import kendall
-
     low = [r["task"] for r in rows if r["spearman_acc_macs"] < 0.5 and r["ceiling"] != "" and r["ceiling"] > 0.8]
     out = {"tasks": len(rows), "low_macs": low, "passes": bool(rows) and 3 * len(low) >= len(rows)}
     k = cfg.db.shared_students
@@ -584,7 +569,6 @@ def _worker_teachers(args) -> None:
     cfg_dict, tasks = args
     cfg = from_dict(cfg_dict)
     torch.set_num_threads(1)
-    from .data import load_task
 
     device = resolve_device(cfg.run.device)
     for mode, task in tasks:
@@ -601,8 +585,6 @@ def _worker_shard(args) -> dict:
 def build_parallel(cfg: Config, workers: int, modes: Optional[list[str]] = None,
                    log: Callable[[str], None] = print) -> dict:
     """Teachers first (tasks spread over ``workers`` processes), then one student shard per process."""
-    import multiprocessing as mp
-
     t0 = time.time()
     plan = task_plan(cfg, modes)
     ctx = mp.get_context("spawn")

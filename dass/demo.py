@@ -1,4 +1,4 @@
-"""The embedded default end to end (issue 7): ``python main.py demo --config configs/demo.yaml``.
+"""The embedded default end to end (docs/method.md#benchmark): ``python main.py demo --config configs/demo.yaml``.
 
 Stages (each reuses its finished output on a second run, so an interrupted demo resumes):
 
@@ -18,17 +18,32 @@ The report is printed and written to ``<demo.out>/report.md`` with ``report.json
 """
 from __future__ import annotations
 
-import json
+import csv
 import os
 import statistics
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from .config import Config, save_config
+from . import database as db
+from .config import Config, load_config, resolve_device, save_config
+from .data import load_task
+from .database import candidate_file, search_root, task_plan
 from .io import read_json, write_json
+from .logit_cache import TeacherLogitCache
+from .meta import load_tasks, train_or_reuse
+from .evaluate import format_statistics, run_meta_test
+from .manifest import verify_benchmark
+from .metrics import STD_NOTE, mean_std
+from .records import task_file
+from .remap import remapped_student
+from .search import run_search
+from .space import Arch, SearchSpace
+from .synthetic import generate_tasks
+from .train import distill, load_task_teacher
 
 
 class Stages:
@@ -52,24 +67,16 @@ class Stages:
 
 
 def _all_task_files(cfg: Config) -> bool:
-    from .database import candidate_file, search_root, task_plan
-    from .records import task_file
-
     return all(task_file(cfg.db.out, m, t).is_file() for m, t in task_plan(cfg)) and all(
         candidate_file(search_root(cfg), t).is_file() for t in cfg.tasks.meta_test)
 
 
 def budget_macs(cfg: Config) -> float:
-    from .space import SearchSpace
-
     space = SearchSpace.from_config(cfg)
     return cfg.demo.budget_frac * space.macs(space.teacher())
 
 
 def run_demo(cfg: Config, workers: int = 0, log: Callable[[str], None] = print) -> dict:
-    from . import database as db
-    from .synthetic import generate_tasks
-
     out = Path(cfg.demo.out)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or max(1, min(2, os.cpu_count() or 1))
@@ -121,9 +128,6 @@ def run_demo(cfg: Config, workers: int = 0, log: Callable[[str], None] = print) 
 
 
 def _meta_train(cfg: Config, log) -> dict:
-    from .config import resolve_device
-    from .meta import load_tasks, train_or_reuse
-
     best = train_or_reuse(cfg, load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"),
                           load_tasks(cfg, "meta_test", required=False), resolve_device(cfg.run.device),
                           progress=False)
@@ -132,17 +136,11 @@ def _meta_train(cfg: Config, log) -> dict:
 
 
 def _meta_test(cfg: Config, ckpt: str) -> list[dict]:
-    from .evaluate import run_meta_test
-
     return run_meta_test(cfg, checkpoint=ckpt, baselines="all", progress=False).rows
 
 
 def _benchmark(cfg: Config, out: Path, log) -> dict:
     """The headline comparison on the committed benchmark database (module docstring, stage 5)."""
-    from .config import load_config
-    from .evaluate import run_meta_test
-    from .manifest import verify_benchmark
-
     bcfg = load_config(cfg.demo.benchmark, [f"meta.out={out / 'benchmark' / 'meta_train'}",
                                             f"run.device={cfg.run.device}"])
     manifest = verify_benchmark(bcfg, cfg.demo.benchmark)
@@ -160,8 +158,6 @@ def _workers(cfg: Config) -> int:
 
 def _read_db_report(bcfg) -> dict:
     """The benchmark's database report, as its build wrote it next to the task files."""
-    import csv
-
     root = Path(bcfg.db.out)
     rows = list(csv.DictReader((root / "report.csv").open())) if (root / "report.csv").is_file() else []
     fam = read_json(root / "family.json") if (root / "family.json").is_file() else None
@@ -169,10 +165,6 @@ def _read_db_report(bcfg) -> dict:
 
 
 def _search(cfg: Config, ckpt: str) -> dict:
-    import numpy as np
-
-    from .search import run_search
-
     picks = {}
     for task in cfg.tasks.meta_test:
         res = run_search(cfg, task, "dass", ckpt, progress=False)
@@ -194,13 +186,6 @@ def _search(cfg: Config, ckpt: str) -> dict:
 
 
 def _distill(cfg: Config, picks: dict, log) -> dict:
-    from .config import resolve_device
-    from .data import load_task
-    from .space import Arch
-    from .logit_cache import TeacherLogitCache
-    from .remap import remapped_student
-    from .train import distill, load_task_teacher
-
     device = resolve_device(cfg.run.device)
     out = {}
     for task, p in picks.items():
@@ -216,8 +201,8 @@ def _distill(cfg: Config, picks: dict, log) -> dict:
                 student = remapped_student(teacher, arch, cfg.kd.remap)
                 accs.append(float(distill(teacher, student, data, cfg, seed=seed, device=device, out_dir=None,
                                           progress=False, logit_cache=logits)["best_acc"]))
-            out[task][who] = {"accs": accs, "mean": statistics.fmean(accs),
-                              "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
+            mean, std = mean_std(accs)
+            out[task][who] = {"accs": accs, "mean": mean, "std": std}
             log(f"   {task:>10} {who:>8}: {out[task][who]['mean']:.2f} +- {out[task][who]['std']:.2f}")
     return out
 
@@ -230,6 +215,7 @@ def format_report(cfg: Config, r: dict) -> str:
     lines += _format_smoke(r["spearman"])
     lines += ["", f"## Searched student vs a random and the largest student under the same budget "
                   f"(MACs <= {cfg.search.max_macs:,.0f}), KD best accuracy %, seeds {list(cfg.kd.seeds)}", "",
+              f"{STD_NOTE}.", "",
               "| task | teacher | DaSS pick | random | largest |", "|---|---|---|---|---|"]
     for task, d in r["distill"].items():
         f = lambda w: f"{d[w]['mean']:.2f} ± {d[w]['std']:.2f}"  # noqa: E731
@@ -242,8 +228,6 @@ def format_report(cfg: Config, r: dict) -> str:
 
 
 def _format_benchmark(b: dict) -> list[str]:
-    from .evaluate import format_statistics
-
     lines = [f"## Headline: the committed benchmark database ({b['db']}, config {b['config']}; "
              f"{'manifest verified' if b['manifest'] else 'NOT verified against a manifest'})", "",
              "Meta-trained and meta-tested here on the committed records; models selected on meta-valid only.", ""]

@@ -1,4 +1,6 @@
-"""Downloads: the authors' datasets, teachers and preprocessed database (SPEC 7, 9, 10).
+"""Downloads: the authors' datasets, teachers and preprocessed database.
+
+Formats: docs/method.md#benchmark, #file-formats; what is missing from the release: #authors-compat.
 
 The file list lives in ``download/manifest.yaml`` (data, not code), grouped by the script that fetches
 it: ``dataset``, ``checkpoint``, ``preprocessed``. This module is the machinery shared by the three
@@ -549,7 +551,7 @@ def download_group(group: Group, names: Sequence[str] = ("all",), root: Optional
 
 # -------------------------------------------------------------------------------------------- CLI
 _DESCRIPTIONS = {
-    "dataset": "Download the authors' datasets (numpy arrays, SPEC 7) into data/<name>/.",
+    "dataset": "Download the authors' datasets (numpy arrays, docs/method.md#benchmark) into data/<name>/.",
     "checkpoint": "Download the authors' trained ResNet42 teachers into checkpoint/teacher/<task>/model_best.pth.tar.",
     "preprocessed": "Download and unpack the authors' preprocessed meta-training database (preprocessed/...).",
 }

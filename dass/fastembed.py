@@ -1,6 +1,6 @@
 """Many remapped students' functional maps at once, bit-identical to :func:`dass.embed.remapped_map`.
 
-Scoring a search pool (SPEC 4: every candidate is remapped from the teacher and run on the fixed
+Scoring a search pool (docs/method.md#embedding: every candidate is remapped from the teacher and run on the fixed
 noise) calls :func:`~dass.embed.remapped_map` once per candidate. Two kinds of work in that loop are
 redundant, and this module removes them without changing a single bit of the result:
 
@@ -15,29 +15,28 @@ redundant, and this module removes them without changing a single bit of the res
   (15% of the per-candidate time at paper scale, measured). The slices are kept in a byte-bounded
   LRU cache keyed by (layer, output selection, input selection).
 
-Every tensor operation is the one ``remapped_map`` performs, with the same shapes and the same
-operands (a cached slice is the very tensor ``index_select`` returned), so each map is equal to
-``remapped_map``'s bit for bit; the tests check ``torch.equal`` on both spaces.
+Both paths run the steps of :class:`dass.remap.TeacherSlices` (:func:`dass.remap.remap_steps`), with
+the same shapes and the same operands (a cached slice is the very tensor the uncached call returned),
+so each map is equal to ``remapped_map``'s bit for bit; the tests check ``torch.equal`` on both spaces.
 
 :func:`remapped_maps_parallel` spreads a large pool over single-threaded CPU processes
 (``embed.workers``), each running :func:`remapped_maps` on a contiguous run of the sorted pool.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 from collections import OrderedDict
 from typing import Hashable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .embed import pad_channels
 from .errors import ConfigError
-from .nets import ResNet, match_channels
-from .remap import STRATEGIES, _SELECT
+from .nets import ResNet
+from .remap import STRATEGIES, Step, TeacherSlices, remap_steps
 from .space import Arch
-
-Step = tuple   # ("stem", width, teacher_block) or (stage, block, teacher_block, width)
-
 
 class _SliceCache:
     """``index_select`` results of teacher tensors, least recently used evicted past ``max_bytes``."""
@@ -65,80 +64,25 @@ class _SliceCache:
         return val
 
 
-def chain(teacher: ResNet, arch: Arch, strategy: str, stage: int) -> tuple[Step, ...]:
-    """The steps ``remapped_map`` performs for ``arch`` (see the module docstring)."""
-    sel = _SELECT[strategy]
-    first = int(sel(teacher.arch.depths[0], arch.depths[0])[0])
-    steps: list[Step] = [("stem", int(arch.widths[0][0]), first)]
-    for s in range(min(stage, arch.num_stages)):
-        picks = sel(teacher.arch.depths[s], arch.depths[s]).tolist()
-        for b, tb in enumerate(picks):
-            steps.append((s, b, int(tb), int(arch.widths[s][b])))
-    return tuple(steps)
+# the steps a candidate's map is computed by (the module docstring's "chain")
+chain = remap_steps
 
 
-def _span(idx: torch.Tensor):
-    """``(start, stop)`` when ``idx`` is a run of consecutive indices (copy-paste first/last), else None."""
-    n = idx.numel()
-    if n and int(idx[-1]) - int(idx[0]) == n - 1 and bool((idx.diff() == 1).all()):
-        return int(idx[0]), int(idx[-1]) + 1
-    return None
-
-
-def _take2(w: torch.Tensor, o: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-    """``w.index_select(0, o).index_select(1, i)`` as a contiguous copy -- the same values (a copy does
-    no arithmetic), much faster: index_select on dim 1 of a 4-d tensor runs at a few hundred MB/s on
-    CPU (3-4 ms per 256x256x3x3 slice, measured), a strided copy at memory speed."""
-    so, si = _span(o), _span(i)
-    if so is not None and si is not None:
-        return w[so[0]:so[1], si[0]:si[1]].contiguous()
-    return w.index_select(0, o)[:, i].contiguous()
-
-
-class _Stepper:
-    """Runs single steps exactly as ``dass.embed.remapped_map`` does, with cached slices."""
+class _CachedSlices(TeacherSlices):
+    """:class:`~dass.remap.TeacherSlices` whose slices are kept in a :class:`_SliceCache` (the very tensors
+    the parent returns, so every map stays bit-identical)."""
 
     def __init__(self, teacher: ResNet, strategy: str, cache: _SliceCache):
-        self.t, self.sel, self.cache = teacher, _SELECT[strategy], cache
-        self.dev = teacher.conv1.weight.device
-        self._idx: dict[tuple[int, int], torch.Tensor] = {}
+        super().__init__(teacher, strategy)
+        self.cache = cache
 
-    def idx(self, total: int, n: int) -> torch.Tensor:
-        key = (int(total), int(n))
-        if key not in self._idx:
-            self._idx[key] = self.sel(total, n).to(self.dev)
-        return self._idx[key]
+    def conv_weight(self, conv, ok, ik):
+        make = super().conv_weight
+        return self.cache.get(("conv", id(conv), ok, ik), lambda: (make(conv, ok, ik),))[0]
 
-    def _bn(self, x, bn, o_key, o):
-        rm, rv, w, b = self.cache.get(("bn", id(bn), o_key), lambda: (
-            bn.running_mean.index_select(0, o), bn.running_var.index_select(0, o),
-            bn.weight.index_select(0, o), bn.bias.index_select(0, o)))
-        return F.batch_norm(x, rm, rv, w, b, False, 0.0, bn.eps)
-
-    def _conv(self, x, conv, o_key, o, i_key, i, stride=1):
-        (w,) = self.cache.get(("conv", id(conv), o_key, i_key), lambda: (_take2(conv.weight, o, i),))
-        return F.conv2d(x, w, stride=stride, padding=1)
-
-    def stem(self, noise: torch.Tensor, step: Step) -> torch.Tensor:
-        _, width, first = step
-        t = self.t
-        ok = (t.layers[0][first].conv1.in_channels, width)   # as remapped_map: the first picked block's input
-        o = self.idx(*ok)
-        ik = ("all", 3)
-        i = self.cache.get(("arange3",), lambda: (torch.arange(3, device=self.dev),))[0]
-        return F.relu(self._bn(self._conv(noise, t.conv1, ok, o, ik, i), t.bn1, ok, o))
-
-    def block(self, x: torch.Tensor, step: Step) -> torch.Tensor:
-        s, b, tb, w = step
-        blk = self.t.layers[s][tb]
-        cin = x.shape[1]
-        stride = self.t.strides[s] if b == 0 else 1
-        ik, ok = (blk.conv1.in_channels, cin), (blk.conv1.out_channels, w)
-        i, o = self.idx(*ik), self.idx(*ok)
-        out = F.relu(self._bn(self._conv(x, blk.conv1, ok, o, ik, i, stride), blk.bn1, ok, o))
-        out = self._bn(self._conv(out, blk.conv2, ok, o, ok, o), blk.bn2, ok, o)
-        sc = F.max_pool2d(x, 2) if stride != 1 else x
-        return F.relu(out + match_channels(sc, w))
+    def bn_params(self, bn, ok):
+        make = super().bn_params
+        return self.cache.get(("bn", id(bn), ok), lambda: make(bn, ok))
 
 
 @torch.no_grad()
@@ -159,8 +103,8 @@ def remapped_maps(teacher: ResNet, archs: Sequence[Arch], noise: torch.Tensor,
     if not archs:
         raise ValueError("remapped_maps needs at least one architecture")
     cache = _SliceCache(int(cache_mb * 2 ** 20))
-    step = _Stepper(teacher, strategy, cache)
-    x0 = noise.to(step.dev)
+    step = _CachedSlices(teacher, strategy, cache)
+    x0 = noise.to(step.device)
     chains = [chain(teacher, a, strategy, stage) for a in archs]
     order = sorted(range(len(archs)), key=lambda k: chains[k])
     outs: list[Optional[torch.Tensor]] = [None] * len(archs)
@@ -227,8 +171,6 @@ def auto_workers(requested: int, n_archs: int, device) -> int:
     cores and pools of 512 or more candidates, else 1. Why: starting the processes costs ~5.6 s (spawn,
     imports, shipping the teacher), and on 2 cores two processes embed 80 candidates/s against 55 in one,
     so they only break even at ~1,000 candidates there (bench/RESULTS.md section 2)."""
-    import os
-
     if requested < 0:
         raise ConfigError(f"embed.workers={requested}: give 0 (auto) or a number of processes >= 1")
     if requested > 0:
@@ -250,10 +192,6 @@ def remapped_maps_parallel(teacher: ResNet, archs: Sequence[Arch], noise: torch.
     map is computed by :func:`remapped_maps`, so the result equals the one-process call
     (``tests/test_fastembed.py``). ``workers <= 1`` or a CUDA teacher runs in this process.
     """
-    import multiprocessing as mp
-
-    from tqdm.auto import tqdm
-
     archs = list(archs)
     if workers <= 1 or teacher.conv1.weight.device.type != "cpu" or len(archs) < 2 * workers:
         return remapped_maps(teacher, archs, noise, strategy, stage, channels)

@@ -13,12 +13,12 @@ import os
 import tempfile
 import pickle
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable
 
 import torch
 import yaml
 
-from .errors import CheckpointError
+from .errors import CheckpointError, DassError
 
 
 def _atomic(path: str | os.PathLike, writer: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -158,8 +158,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
-    from .errors import DassError
-
     p = Path(path)
     if not p.is_file():
         raise DassError(f"{what} {p} does not exist")

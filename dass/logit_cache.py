@@ -1,9 +1,9 @@
 """Teacher-logit cache: one frozen teacher forward per batch, shared by every student of a task.
 
-Why (issue 8, SPEC 8): in a KD step the frozen teacher's forward costs as much as the student's forward
+Why (docs/method.md#kd): in a KD step the frozen teacher's forward costs as much as the student's forward
 and backward together (ResNet42: 1.46 GMACs per 64x64 image against 0.5 GMACs for a mid-size student,
 run three times). The database builder distils tens of students per task with the same KD seed
-(``db.kd_seed``, SPEC 8) and :class:`dass.augment.BatchLoader` draws an epoch's order, crops and flips
+(``db.kd_seed``, docs/method.md#kd) and :class:`dass.augment.BatchLoader` draws an epoch's order, crops and flips
 from ``(seed, epoch)`` alone, so every one of those students sees exactly the same augmented batches
 and needs exactly the same teacher logits. The first student computes them and stores them here; the
 others read them. Results are bit-identical to recomputing (the stored tensors are the computed ones);

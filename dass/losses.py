@@ -1,4 +1,6 @@
-"""Training criteria (SPEC 8): label-smoothed cross-entropy for teachers, the KD loss for students.
+"""Training criteria: label-smoothed cross-entropy for teachers, the KD loss for students.
+
+See docs/method.md#teachers and #kd.
 
 Both are computed in float32 whatever the autocast dtype of the logits: under bf16 autocast a
 softmax over a few hundred classes loses too much precision, and the cast is free next to the
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 
 
 def label_smoothed_ce(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
-    """Cross-entropy against ``(1 - eps) * one_hot + eps / K`` targets (SPEC 8, teacher recipe).
+    """Cross-entropy against ``(1 - eps) * one_hot + eps / K`` targets (docs/method.md#teachers).
 
     The authors smooth the one-hot target this way (uniform mass ``eps/K`` on *every* class,
     including the true one), which is exactly ``F.cross_entropy(label_smoothing=eps)``.
@@ -29,7 +31,7 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
             temperature: float = 6.0, alpha: float = 0.5) -> torch.Tensor:
-    """SPEC 8 distillation loss, averaged over the batch:
+    """The distillation loss of docs/method.md#kd, averaged over the batch:
 
     ``alpha * CE(s, y) + (1 - alpha) * T^2 * softCE(softmax(t/T), log_softmax(s/T))``.
 

@@ -1,4 +1,4 @@
-"""Meta-learning with teacher-guided adaptation (SPEC 6), prediction and evaluation.
+"""Meta-learning with teacher-guided adaptation (docs/method.md#meta-learning), prediction and evaluation.
 
 Episode (one outer step):
 
@@ -43,6 +43,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad as func_grad, vmap
+from tqdm import tqdm
 
 from .config import PredictorConfig, save_config, to_dict
 from .errors import CheckpointError, DataError
@@ -50,7 +51,8 @@ from .io import append_jsonl, atomic_torch_save, safe_torch_load, truncate_jsonl
 from .layout import config_layout, require_same
 from .metrics import kendall, nanmean, pearson, spearman, topk_true_acc
 from .predictor import Predictor
-from .records import TaskRecords, TeacherRecord
+from .records import TaskRecords, TeacherRecord, load_records, task_file
+from .space import SearchSpace
 
 CKPT_VERSION = 1
 
@@ -85,36 +87,42 @@ def _model_device_dtype(model: torch.nn.Module):
     return p.device, p.dtype
 
 
+def inner_update(model: Predictor, params: dict, inner_lrs: dict, tmap: torch.Tensor, tenc: torch.Tensor,
+                 tacc: torch.Tensor, feats: Optional[torch.Tensor], steps: int, second_order: bool) -> dict:
+    """The inner update of teacher-guided adaptation (docs/method.md#meta-learning), the only one.
+
+    ``steps`` Meta-SGD steps ``p <- p - lr_p * grad_p`` of the support MSE on the one teacher point (its
+    map ``tmap`` as S and T, its encoding ``tenc`` as A, its accuracy ``tacc`` as the label). ``steps=0``
+    returns ``params`` unchanged: that is "no adaptation" (``meta.adapt=false``); with adaptation on,
+    the config requires ``meta.inner_steps >= 1``. ``second_order`` keeps the inner gradient in the
+    graph (the outer gradient flows through it); otherwise it is a constant. Written with
+    ``torch.func`` so the same code runs per task and under ``vmap`` over a meta-batch.
+    """
+    def support_loss(p):
+        pred = functional_call(model, p, (tmap.unsqueeze(0), tmap, tenc.reshape(1, -1), feats))
+        return ((pred - tacc) ** 2).mean() / model.loss_scale
+
+    for _ in range(int(steps)):
+        g = func_grad(support_loss)(params)
+        params = {k: params[k] - inner_lrs[k] * (g[k] if second_order else g[k].detach()) for k in params}
+    return params
+
+
 def adapt(model: Predictor, params: dict, inner_lrs: dict, teacher: TeacherRecord,
           dataset_feats: Optional[torch.Tensor], create_graph: bool, steps: int = 1) -> dict:
-    """Teacher-guided adaptation: ``steps`` gradient steps of the MSE on the teacher point (SPEC 6).
-
-    ``params`` maps parameter names to tensors (the model's own, or already adapted ones);
-    ``create_graph`` keeps the graph of the inner gradient (second order). Returns the adapted dict.
+    """Teacher-guided adaptation on a task's teacher record: :func:`inner_update` (``steps`` steps; 0 =
+    unchanged), second order when ``create_graph``. ``params`` maps parameter names to tensors (the
+    model's own, or already adapted ones). Returns the adapted dict.
     """
     if teacher is None:
         raise DataError("teacher-guided adaptation needs the task's teacher record (support set); "
                         "rebuild the database with teacher records or set meta.adapt=false")
     device, dtype = _model_device_dtype(model)
-    fmap = teacher.fmap.to(device, dtype)
-    enc = teacher.arch_enc.to(device, dtype).reshape(1, -1)
     target = torch.tensor([float(teacher.acc)], device=device, dtype=dtype)
     feats = None if dataset_feats is None else dataset_feats.to(device, dtype)
-    names = list(params)
     with torch.enable_grad():
-        for _ in range(max(1, int(steps))):
-            pred = functional_call(model, params, (fmap.unsqueeze(0), fmap, enc, feats))
-            loss = F.mse_loss(pred, target) / model.loss_scale
-            grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph,
-                                        allow_unused=True)
-            new = {}
-            for k, g in zip(names, grads):
-                if g is None:
-                    new[k] = params[k]
-                else:
-                    new[k] = params[k] - inner_lrs[k] * (g if create_graph else g.detach())
-            params = new
-    return params
+        return inner_update(model, params, inner_lrs, teacher.fmap.to(device, dtype),
+                            teacher.arch_enc.to(device, dtype), target, feats, steps, create_graph)
 
 
 _adapt = adapt   # predict() has a keyword argument named ``adapt``
@@ -122,19 +130,11 @@ _adapt = adapt   # predict() has a keyword argument named ``adapt``
 
 def _adapted_query_loss(model: Predictor, params: dict, inner_lrs: dict, tmap, tenc, tacc, fmaps, enc, acc, feats,
                         steps: int, second_order: bool) -> torch.Tensor:
-    """One task's outer loss in pure-function form (the maths of :func:`adapt` + the query MSE), so a
-    meta-batch of equally shaped tasks can run under ``torch.func.vmap``."""
-    ls = model.loss_scale
-
-    def support_loss(p):
-        pred = functional_call(model, p, (tmap.unsqueeze(0), tmap, tenc.unsqueeze(0), feats))
-        return ((pred - tacc) ** 2).mean() / ls
-
-    for _ in range(int(steps)):          # 0 steps = no adaptation (meta.adapt=false)
-        g = func_grad(support_loss)(params)
-        params = {k: params[k] - inner_lrs[k] * (g[k] if second_order else g[k].detach()) for k in params}
+    """One task's outer loss: :func:`inner_update`, then the query MSE at the adapted parameters (pure
+    function of its tensors, so a meta-batch of equally shaped tasks runs under ``torch.func.vmap``)."""
+    params = inner_update(model, params, inner_lrs, tmap, tenc, tacc, feats, steps, second_order)
     pred = functional_call(model, params, (fmaps, tmap, enc, feats))
-    return ((pred - acc) ** 2).mean() / ls
+    return ((pred - acc) ** 2).mean() / model.loss_scale
 
 
 def _check_compatible(model: Predictor, records: TaskRecords, source: str = "predictor") -> None:
@@ -168,7 +168,6 @@ def predict(model: Predictor, inner_lrs: Optional[dict], records: TaskRecords, a
     if adapt and inner_lrs:
         steps = cfg.meta.inner_steps if cfg is not None else getattr(model, "inner_steps", 1)
         lrs = {k: v.detach().to(device) for k, v in inner_lrs.items()}
-        params = {k: v.requires_grad_(True) for k, v in params.items()}
         params = {k: v.detach() for k, v in
                   _adapt(model, params, lrs, records.teacher, feats, False, steps).items()}
     tmap = None if records.teacher is None else records.teacher.fmap.to(device, dtype)
@@ -354,7 +353,7 @@ class MetaTrainer:
             acc = torch.stack([t.acc[i] for t, i in zip(self.tasks, idxs)])
             fdim = None if self._feats is None else 0
             tdim = None if self._tmaps is None else 0
-            steps = max(1, m.inner_steps) if m.adapt else 0
+            steps = m.inner_steps if m.adapt else 0
 
             def one(tm, te, ta, f, e, a, ft):
                 return _adapted_query_loss(self.model, params, self.inner_lrs, tm, te, ta, f, e, a, ft,
@@ -453,7 +452,6 @@ class MetaTrainer:
         started = time.time()
         if self.episode == 0 and not self.metrics_path.is_file():
             append_jsonl(self.metrics_path, self._eval_record(0, [], started))   # the untrained baseline
-        from tqdm import tqdm
 
         bar = tqdm(total=m.episodes, initial=min(self.episode, m.episodes), desc="meta-train", unit="ep",
                    disable=not self.progress or not sys.stderr.isatty(), leave=False)
@@ -465,7 +463,7 @@ class MetaTrainer:
             if self.episode % m.eval_every == 0 or self.episode == m.episodes:
                 rec = self._eval_record(self.episode, losses, started)
                 losses = []
-                # Model selection on the mean meta-valid Spearman (SPEC 6); without meta-valid tasks
+                # Model selection on the mean meta-valid Spearman (docs/method.md#meta-learning); without meta-valid tasks
                 # the latest model is kept.
                 v = rec["valid_spearman"]
                 if self.best["episode"] is None or not self.valid or _key(v) > _key(self.best["valid_spearman"]):
@@ -492,9 +490,6 @@ def load_tasks(cfg, mode: str, required: bool = True) -> list[TaskRecords]:
     A missing file is an error when ``required``; otherwise the task is skipped with a note (the
     meta-test tasks are only logged during meta-training).
     """
-    from .records import load_records, task_file
-    from .space import SearchSpace
-
     space = SearchSpace.from_config(cfg)
     out = []
     for task in getattr(cfg.tasks, mode):

@@ -1,4 +1,6 @@
-"""Ranking metrics between predicted and true accuracy (SPEC 6: Spearman and Pearson; plus Kendall).
+"""Ranking metrics between predicted and true accuracy (docs/method.md#evaluation).
+
+Spearman and Pearson as in the paper, plus Kendall.
 
 All functions take 1-D sequences (lists, numpy arrays or tensors) and return Python floats. A
 correlation is undefined when either side is constant; scipy then warns and returns NaN, and so do we
@@ -67,3 +69,18 @@ def topk_true_acc(scores, acc, k: int) -> float:
 def nanmean(values) -> float:
     v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
     return sum(v) / len(v) if v else math.nan
+
+
+STD_NOTE = "mean ± std: std is the sample standard deviation (ddof = 1)"
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and *sample* standard deviation (ddof = 1) of ``values``: the one "mean ± std" of the project.
+
+    Every "mean ± std" the project reports (KD over seeds, the demo's report) uses it, so figures from
+    different commands compare (docs/method.md#evaluation). A single value has no measured spread: std 0.
+    """
+    v = _np(values).astype(np.float64)
+    if v.size == 0:
+        raise ValueError("mean_std of no values")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0

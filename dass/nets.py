@@ -1,10 +1,10 @@
-"""The ResNet of SPEC 2 for teachers and students, and strict checkpoint loading.
+"""The ResNet of docs/method.md#space for teachers and students, and strict checkpoint loading.
 
 Layout (torchvision style, the authors' exact key names): ``conv1``/``bn1`` stem (3x3, stride 1, no
 max-pool), ``layer{1..4}.{b}.conv1/bn1/conv2/bn2`` BasicBlocks, global average pool, ``fc``.
 Shortcuts have no parameters: a stride-2 block max-pools the input 2x2, and a width change slices the
-first channels (narrower block) or zero-pads extra channels (wider block) -- SPEC 2 describes the
-zero-pad; the slice is the project's choice for students whose block is narrower than its input.
+first channels (narrower block) or zero-pads extra channels (wider block) -- the zero-pad is the
+paper's (docs/method.md#space); the slice is the project's choice for students whose block is narrower than its input.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CheckpointError
+from .io import safe_torch_load
 from .space import Arch
 
 
@@ -89,14 +90,14 @@ class ResNet(nn.Module):
         return [getattr(self, f"layer{s + 1}") for s in range(self.arch.num_stages)]
 
     def reset_parameters(self) -> None:
-        """SPEC 2 init: Kaiming-normal (fan_out, relu) convs; BN weight 1, bias 0."""
+        """Init of docs/method.md#space: Kaiming-normal (fan_out, relu) convs; BN weight 1, bias 0."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        # nn.Linear keeps PyTorch's default init (SPEC is silent on the classifier).
+        # nn.Linear keeps PyTorch's default init (the paper is silent on the classifier).
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -170,17 +171,7 @@ def extract_state_dict(obj, source: str) -> dict:
 def load_teacher(path: str | os.PathLike, arch: Arch, num_classes: int, strides: Sequence[int] = (1, 2, 2, 2),
                  allow_pickle: bool = False, map_location: Optional[str | torch.device] = "cpu") -> ResNet:
     """Build the teacher ResNet and load a checkpoint strictly (keys and shapes)."""
-    from .io import safe_torch_load
-
     obj = safe_torch_load(path, allow_pickle=allow_pickle, what="teacher checkpoint", map_location=map_location)
     model = ResNet(arch, num_classes, strides)
     load_state_dict_strict(model, extract_state_dict(obj, str(path)), str(path))
     return model
-
-
-def build(arch: Arch, num_classes: int, space=None) -> ResNet:
-    """Build a ResNet with the strides of ``space`` (a :class:`~dass.space.SearchSpace`) when given."""
-    if space is not None:
-        space.validate(arch)
-        return ResNet(arch, num_classes, space.stage_strides)
-    return ResNet(arch, num_classes)

@@ -1,7 +1,7 @@
-"""The DaSS meta-predictor (SPEC 5): switchable inputs S, T, A, D and a tanh head.
+"""The DaSS meta-predictor (docs/method.md#predictor): switchable inputs S, T, A, D and a tanh head.
 
 * S  student functional encoder: conv3x3(C -> hidden, stride 2, no bias) -> ReLU ->
-  conv3x3(hidden -> func_dim, stride 2, no bias) -> ReLU -> global average pool (SPEC 5; bias-free
+  conv3x3(hidden -> func_dim, stride 2, no bias) -> ReLU -> global average pool (docs/method.md#predictor; bias-free
   as in the authors' release).
 * T  teacher functional encoder: the same structure with its own weights, applied to the teacher's
   map once and *repeated* for every student of the task (the authors encode the single teacher map and
@@ -40,7 +40,7 @@ INPUTS = ("S", "T", "A", "D")
 
 
 class FuncEncoder(nn.Module):
-    """Functional-map encoder (SPEC 5, S and T): C x h x w maps -> ``out`` vectors."""
+    """Functional-map encoder (docs/method.md#predictor, S and T): C x h x w maps -> ``out`` vectors."""
 
     def __init__(self, in_channels: int, hidden: int, out: int):
         super().__init__()
@@ -54,7 +54,7 @@ class FuncEncoder(nn.Module):
 
 
 class ArchEncoder(nn.Module):
-    """Architecture encoder (SPEC 5, A): one linear layer."""
+    """Architecture encoder (docs/method.md#predictor, A): one linear layer."""
 
     def __init__(self, enc_dim: int, out: int):
         super().__init__()

@@ -1,4 +1,4 @@
-"""The meta-training database in memory and on disk, in the authors' format (SPEC 10).
+"""The meta-training database in memory and on disk, in the authors' format (docs/method.md#file-formats).
 
 On disk, one file per task (``<root>/<mode>/<task>-logs_noise_actmap.pt``) holding a dict of
 parallel lists, exactly the authors' keys::
@@ -38,7 +38,7 @@ MODES = ("meta_train", "meta_valid", "meta_test")
 
 @dataclass
 class TeacherRecord:
-    """The support set of teacher-guided adaptation (SPEC 6): the teacher encoded as a student."""
+    """The support set of teacher-guided adaptation (docs/method.md#meta-learning): the teacher encoded as a student."""
 
     arch: Arch
     arch_enc: torch.Tensor      # E

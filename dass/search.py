@@ -1,4 +1,4 @@
-"""Rapid distillation-aware student search on an unseen task (issue 7).
+"""Rapid distillation-aware student search on an unseen task (docs/method.md#search).
 
 1. Candidates: the pool written by ``build-db`` or the authors' (``preprocessed/search/<task>.pt``, see
    :func:`dass.records.candidate_dict`), or -- for a user's
@@ -26,12 +26,18 @@ import torch
 import yaml
 
 from .config import Config, resolve_device
+from .data import load_task, make_loader
+from .database import (_dataset_features, candidate_archs, candidate_records, ensure_teacher, load_candidates,
+                       search_root)
 from .errors import ConfigError, DassError
 from .io import atomic_torch_save, atomic_write_text, read_authors_yaml, write_csv
 from .layout import config_layout
+from .meta import load_predictor, predict
 from .methods import get, score, variant_config
+from .nets import load_teacher
 from .records import TaskRecords, candidate_file
 from .space import Arch, SearchSpace
+from .train import evaluate
 
 
 @dataclass
@@ -78,24 +84,16 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
                             teacher_acc: Optional[float] = None, device=None, progress: bool = True) -> TaskRecords:
     """The task's candidate pool: from ``preprocessed/search/<task>.pt`` when it exists and no other
     teacher is given, else computed on the fly from the task's data and teacher."""
-    from .database import (_dataset_features, candidate_archs, candidate_records, ensure_teacher, load_candidates,
-                           search_root)
-
     path = candidate_file(search_root(cfg), task)
     if teacher_path is None and path.is_file():
         rec = load_candidates(path, task, cfg.run.allow_legacy_pickle, cfg.db.out, SearchSpace.from_config(cfg))
         rec.layout = rec.layout or config_layout(cfg)  # the authors' pools carry none: the config declares it
         return rec
-    from .data import load_task
 
     device = device or resolve_device(cfg.run.device)
     data = load_task(task, cfg)
     space = SearchSpace.from_config(cfg)
     if teacher_path is not None:
-        from .nets import load_teacher
-        from .train import evaluate
-        from .data import make_loader
-
         teacher = load_teacher(teacher_path, space.teacher(), data.num_classes, space.stage_strides,
                                cfg.run.allow_legacy_pickle).to(device)
         if teacher_acc is None:  # the support label is the teacher's own test accuracy
@@ -110,8 +108,6 @@ def score_candidates(cfg: Config, records: TaskRecords, method: str = "dass",
                      checkpoint: Optional[str] = None, device=None) -> torch.Tensor:
     """DaSS scores (predicted KD accuracy after teacher-guided adaptation) or a baseline's scores."""
     if method == "dass":
-        from .meta import load_predictor, predict
-
         ckpt = checkpoint or str(Path(cfg.meta.out) / "best.pt")
         model, lrs, _ = load_predictor(ckpt, device or "cpu")
         return predict(model, lrs, records, adapt=cfg.meta.adapt, cfg=cfg).detach().cpu().float().flatten()

@@ -1,4 +1,4 @@
-"""The dataset encoder (SPEC 5, input D) and the image features it reads.
+"""The dataset encoder (docs/method.md#predictor, input D) and the image features it reads.
 
 Set Transformer blocks (Lee et al., ICML 2019) as MetaD2A/HELP use them to encode a dataset:
 

@@ -1,20 +1,20 @@
-"""The student search space (SPEC 2): architectures, sampling, encoding, MACs and parameters.
+"""The student search space (docs/method.md#space): architectures, sampling, encoding, MACs and parameters.
 
 An architecture is a ResNet skeleton with ``S`` stages (4 in the paper). Stage ``s`` has
 ``depths[s]`` BasicBlocks (``min_depth..max_depth``); block ``b`` of stage ``s`` has width
 ``widths[s][b] = round(m * stage_widths[s])`` for a multiplier ``m`` of the space. The teacher is the
 largest member (every depth ``max_depth``, every multiplier 1.0).
 
-Architecture encoding (the project's layout; SPEC 2 leaves it open). For every stage ``s`` and every
-block *slot* ``b < max_depth`` a one-hot over the ``len(width_multipliers)`` width choices, all zero
-when the block is absent; slots are ordered stage-major. One extra final entry holds the
-architecture's MACs relative to the teacher's (a compute summary that a linear encoder cannot derive
-from the one-hots). Length = ``S * max_depth * len(width_multipliers) + 1`` = 4*5*9+1 = 181 for the
-paper's space.
+Architecture encoding (the project's layout, docs/method.md#space; the authors' release does not give one).
+For every stage ``s`` and every block *slot* ``b < max_depth`` a one-hot over the ``len(width_multipliers)``
+width choices, all zero when the block is absent; slots are ordered stage-major. One extra final entry holds
+the architecture's MACs relative to the teacher's (a compute summary that a linear encoder cannot derive
+from the one-hots). Length = ``S * max_depth * len(width_multipliers) + 1`` = 4*5*9+1 = 181 for the paper's
+space.
 
 MACs (multiply-accumulates) count convolutions and the classifier, as ``torch.utils.flop_counter``
 does (BN, ReLU, pooling and shortcut additions are not counted). The stem's output width equals the
-first block's width (the stem is sliced with that block, SPEC 3).
+first block's width (the stem is sliced with that block, docs/method.md#remap).
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def _as_rng(rng: RNG) -> np.random.Generator:
 
 
 class SearchSpace:
-    """A configurable ResNet student space (SPEC 2). ``SearchSpace()`` is the paper's space."""
+    """A configurable ResNet student space (docs/method.md#space). ``SearchSpace()`` is the paper's space."""
 
     def __init__(self, stage_widths: Sequence[int] = (32, 64, 128, 256),
                  stage_strides: Sequence[int] = (1, 2, 2, 2), max_depth: int = 5, min_depth: int = 1,
@@ -157,13 +157,6 @@ class SearchSpace:
             raise ArchError(f"architecture {arch}: its last block has width {arch.out_channels}, but this space "
                             f"(space.last_block_full_width=true) fixes it at the teacher's {self.stage_widths[-1]}")
         return arch
-
-    def contains(self, arch: Arch) -> bool:
-        try:
-            self.validate(arch)
-            return True
-        except ArchError:
-            return False
 
     def teacher(self) -> Arch:
         return Arch([self.max_depth] * self.num_stages, [[w] * self.max_depth for w in self.stage_widths])

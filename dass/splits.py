@@ -1,4 +1,6 @@
-"""Tiny ImageNet class splits in the authors' format (SPEC 7, 9: their release lacks the generator).
+"""Tiny ImageNet class splits in the authors' format (docs/method.md#benchmark).
+
+The authors' release lacks the generator (docs/method.md#authors-compat).
 
 A split file ``<root>/<num_splits>_split/split_<k>.npz`` holds three int64 arrays, read by the
 authors' meta-train loader as follows (and by :func:`dass.data.load_tiny_imagenet` the same way):

@@ -1,6 +1,6 @@
 """The embedded default's task family: small image-classification tasks generated from a seed.
 
-DaSS needs many *different* tasks (SPEC 1, 7): tasks whose teachers reach different accuracies and
+DaSS needs many *different* tasks (docs/method.md#benchmark): tasks whose teachers reach different accuracies and
 on which students of different sizes rank differently. The paper gets them from Tiny ImageNet class
 subsets; the embedded default makes them procedurally, with no download, so the whole pipeline runs
 on a laptop. Task ``synth-k`` draws its own *recipe*; a recipe draws per-class *prototypes*; an
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from tqdm import tqdm
 
 from .data import COMPLETE_MARKER
 from .errors import ConfigError
@@ -286,6 +287,7 @@ def make_task(seed: int, index: int, image_size: int, train_per_class: int, test
 def make_digits(image_size: int, seed: int, test_fraction: float = 0.3) -> dict:
     """UCI handwritten digits from the scikit-learn wheel (no download): 8x8 greyscale 0..16 ->
     uint8 -> bilinear upsampling to ``image_size`` -> RGB; a seeded stratified train/test split."""
+    # imported on use: scikit-learn takes ~1 s to import and only the digits task needs it
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -356,8 +358,6 @@ def generate_tasks(cfg, out_root: Optional[str | Path] = None, progress: bool = 
                    force: bool = False) -> list[str]:
     """Write ``synth-0 .. synth-{N-1}`` and ``digits`` under ``out_root`` (default ``cfg.data.root``)
     at ``cfg.space.image_size``; tasks already complete with the same recipe are skipped."""
-    from tqdm import tqdm
-
     check_config(cfg)
     root = Path(out_root if out_root is not None else cfg.data.root)
     d = cfg.data

@@ -21,6 +21,7 @@ D input carries the task's difficulty too.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -172,6 +173,5 @@ def write_toy_task(root, name: str, num_classes: int, n_train: int, n_test: int,
         np.save(d / f"{split}_images.npy", x)
         np.save(d / f"{split}_labels.npy", y.astype(np.int64))
     if meta is not None:
-        import json
         (d / "meta.json").write_text(json.dumps(meta))
     return d

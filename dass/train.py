@@ -1,11 +1,11 @@
-"""The training engine: teacher training and knowledge distillation (SPEC 8, issue 4).
+"""The training engine: teacher training and knowledge distillation (docs/method.md#teachers, #kd).
 
 One loop serves both recipes; only the criterion differs:
 
 - teacher: label-smoothed cross-entropy (``teacher.label_smoothing``), lr ``teacher.lr`` (or
   ``teacher.lr_meta_test`` for the unseen datasets' teachers);
 - KD: :func:`dass.losses.kd_loss` against a frozen teacher in eval mode, the student initialised by
-  parameter remapping (SPEC 3).
+  parameter remapping (docs/method.md#remap).
 
 Both use SGD (Nesterov, momentum, weight decay) with a cosine decay stepped every *iteration*
 (``CosineAnnealingLR`` with ``T_max`` = epochs x iterations per epoch), evaluate on the test split
@@ -45,22 +45,25 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.distributed as dist
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from .augment import BatchLoader, to_float
 from .config import resolve_device, save_config
-from .data import TaskData
+from .data import TaskData, make_loader
 from .errors import ArchError, CheckpointError, ConfigError
 from .io import (append_csv_row, append_jsonl, atomic_torch_save, read_json, safe_torch_load, truncate_jsonl,
                  write_json)
 from .logit_cache import TeacherLogitCache, stream_bytes, stream_key
 from .losses import kd_loss, label_smoothed_ce
+from .metrics import mean_std
 from .nets import ResNet, check_state_dict, extract_state_dict, load_state_dict_strict, strip_module_prefix
+from .remap import remapped_student
 from .space import Arch, SearchSpace
 
 CHECKPOINT = "checkpoint.pth.tar"
@@ -129,8 +132,6 @@ def setup_device(cfg) -> torch.device:
     device = resolve_device(cfg.run.device)
     rank, world, local = dist_env()
     if world > 1:
-        import torch.distributed as dist
-
         if device.type == "cuda":
             device = torch.device("cuda", local)
             torch.cuda.set_device(device)
@@ -167,87 +168,9 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 def make_loaders(task: TaskData, cfg, batch_size: int, seed: int, device: torch.device,
                  channels_last: bool = False) -> tuple:
-    """Train and test loaders for ``task`` (the data module's ``make_loader`` when it exists)."""
-    try:
-        from .data import make_loader  # provided by the data module (issue 2)
-    except ImportError:
-        make_loader = None
-    if make_loader is not None:
-        return tuple(make_loader(task, cfg, split=split, batch_size=batch_size, seed=seed, device=device,
-                                 train=split == "train", channels_last=channels_last) for split in ("train", "test"))
-    common = dict(batch_size=batch_size, image_size=cfg.space.image_size, seed=seed, device=device,
-                  pad=cfg.data.crop_padding, mean=cfg.data.mean, std=cfg.data.std, channels_last=channels_last)
-    return (BatchLoader(task.train_images, task.train_labels, train=True, **common),
-            BatchLoader(task.test_images, task.test_labels, train=False, **common))
-
-
-def _crop_flip(x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor, flip: torch.Tensor,
-               fill: float) -> torch.Tensor:
-    """Random crop (zero-padded by ``pad``) + horizontal flip with offsets/flags already drawn."""
-    n, _, h, w = x.shape
-    if pad > 0:
-        xp = F.pad(x, (pad, pad, pad, pad), value=fill)
-        rows = oy[:, None] + torch.arange(h, device=x.device)[None]
-        cols = ox[:, None] + torch.arange(w, device=x.device)[None]
-        cols = torch.where(flip[:, None], cols.flip(1), cols)
-        x = xp.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows[:, :, None],
-                                   cols[:, None, :]].permute(0, 3, 1, 2)
-    else:
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x.contiguous()
-
-
-def prefetched_batches(loader: BatchLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches of a *preloaded* :class:`BatchLoader`, without per-step host synchronisation.
-
-    ``BatchLoader`` draws each batch's crop offsets and flips on a CPU generator and copies them
-    to the device batch by batch; a blocking host-to-device copy waits for the GPU to drain, which
-    stalls the CUDA pipeline every step. Here the epoch's permutation and every batch's draws are
-    taken from the same generator *in the same order* (so the batches are identical, which a test
-    checks), packed, and moved in one non-blocking transfer from pinned memory.
-    """
-    n, bs, nb = len(loader.labels), loader.batch_size, len(loader)
-    dev = loader.device
-    images, labels = loader._images_t, loader._labels_t
-    fill = -loader.mean / loader.std
-    if not loader.train:
-        for b in range(nb):
-            x = to_float(images[b * bs:(b + 1) * bs], loader.image_size, loader.mean, loader.std)
-            if loader.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, labels[b * bs:(b + 1) * bs]
-        return
-    g = loader.generator()
-    order = torch.randperm(n, generator=g)
-    sizes = [min(bs, n - b * bs) for b in range(nb)]
-    draws = []
-    for m in sizes:  # same calls, same order as augment.random_crop_flip
-        oy = torch.randint(0, 2 * loader.pad + 1, (m,), generator=g)
-        ox = torch.randint(0, 2 * loader.pad + 1, (m,), generator=g)
-        fl = (torch.rand(m, generator=g) < 0.5).long()
-        draws.append(torch.stack([oy, ox, fl]))
-    used = sum(sizes)
-    packed = torch.cat([order[:used][None], torch.cat(draws, dim=1)], dim=0)
-    if dev.type == "cuda":
-        packed = packed.pin_memory().to(dev, non_blocking=True)
-    else:
-        packed = packed.to(dev)
-    start = 0
-    for m in sizes:
-        idx, oy, ox, fl = packed[:, start:start + m]
-        start += m
-        x = to_float(images.index_select(0, idx), loader.image_size, loader.mean, loader.std)
-        x = _crop_flip(x, loader.pad, oy, ox, fl.bool(), fill)
-        if loader.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        yield x, labels.index_select(0, idx)
-
-
-def iterate(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of ``loader``: the prefetched path for preloaded BatchLoaders, plain iteration else."""
-    if isinstance(loader, BatchLoader) and getattr(loader, "_images_t", None) is not None:
-        return prefetched_batches(loader)
-    return iter(loader)
+    """Train and test loaders for ``task`` (:func:`dass.data.make_loader`)."""
+    return tuple(make_loader(task, cfg, split=split, batch_size=batch_size, seed=seed, device=device,
+                             train=split == "train", channels_last=channels_last) for split in ("train", "test"))
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -263,7 +186,7 @@ def _evaluate(model: nn.Module, loader, device: torch.device, dtype: Optional[to
     correct = torch.zeros((), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    for b, (x, y) in enumerate(iterate(loader)):
+    for b, (x, y) in enumerate(loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device, dtype):
             logits = model(x)
@@ -376,7 +299,7 @@ def load_task_teacher(cfg, task_name: str, num_classes: int, device="cpu") -> tu
 
 
 def freeze(model: nn.Module) -> nn.Module:
-    """Teacher in eval mode with gradients off (SPEC 8: the teacher is frozen)."""
+    """Teacher in eval mode with gradients off (docs/method.md#kd: the teacher is frozen)."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -472,7 +395,7 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
                           f"{recipe.batch_size}; lower {recipe.kind if recipe.kind == 'kd' else 'teacher'}.batch_size")
     optimizer = torch.optim.SGD(raw.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
-    # SPEC 8: cosine decay stepped every iteration over the whole run.
+    # docs/method.md#kd: cosine decay stepped every iteration over the whole run.
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * iters)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
@@ -551,13 +474,12 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         if teacher is not None and not t_cache:
             # The frozen teacher's test logits never change: compute them once per run (epoch 0 of the
             # shared cache: once per task).
-            for b, (x, _) in enumerate(iterate(test_loader)):
+            for b, (x, _) in enumerate(test_loader):
                 t_cache[b] = teacher_logits(x.to(device), 0, b).float()
         return _evaluate(eval_net, test_loader, device, dtype, test_loss)
 
     bar = None
     if _progress_enabled(progress) and rank == 0:
-        from tqdm import tqdm
         bar = tqdm(total=recipe.epochs * iters, initial=state["epoch"] * iters, leave=False, dynamic_ncols=True,
                    desc=f"{recipe.kind} {task.name} {model.arch}")
 
@@ -568,7 +490,7 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         count = 0
-        for b, (x, y) in enumerate(iterate(train_loader)):
+        for b, (x, y) in enumerate(train_loader):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if world > 1:  # DDP: every rank drew the same global batch; train on this rank's slice
                 x, y = x[rank::world], y[rank::world]
@@ -592,7 +514,6 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(count), dtype=torch.float64,
                                                                          device=device)])
         if world > 1:
-            import torch.distributed as dist
             dist.all_reduce(totals)
         totals = totals.tolist()  # one sync per epoch
         rec = {"event": "epoch", "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
@@ -639,7 +560,6 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
               "checkpoint": str(run.dir / BEST) if run.dir is not None else None,
               "run_dir": str(run.dir) if run.dir is not None else None}
     if world > 1:
-        import torch.distributed as dist
         box = [result]
         dist.broadcast_object_list(box, src=0)
         result = box[0]
@@ -696,7 +616,7 @@ def _finish_files(run: _Run, result: dict, cfg, method: str) -> dict:
 def train_teacher(task: TaskData, cfg, arch: Optional[Arch] = None, out_dir=None, device="cpu",
                   meta_test: bool = False, progress: bool = True,
                   on_epoch_end: Optional[EpochCallback] = None) -> dict:
-    """Train a task's teacher (SPEC 8) into ``out_dir`` (default :func:`teacher_dir`); resumes.
+    """Train a task's teacher (docs/method.md#teachers) into ``out_dir`` (default :func:`teacher_dir`); resumes.
 
     Returns ``final_acc``, ``best_acc``, ``final_loss``, ``epochs``, ``checkpoint`` (model_best path).
     """
@@ -713,7 +633,7 @@ def train_teacher(task: TaskData, cfg, arch: Optional[Arch] = None, out_dir=None
 def distill(teacher: ResNet, student: ResNet, task: TaskData, cfg, seed: int, device="cpu", out_dir=None,
             progress: bool = True, method: str = "kd", on_epoch_end: Optional[EpochCallback] = None,
             logit_cache: Optional[TeacherLogitCache] = None) -> dict:
-    """KD of an (already remapped) ``student`` from a frozen ``teacher`` (SPEC 8).
+    """KD of an (already remapped) ``student`` from a frozen ``teacher`` (docs/method.md#kd).
 
     ``out_dir=None``: a lean in-memory run (no files), as the database builder needs for hundreds of
     students. With ``out_dir``: the run directory described in the module docstring, resumable.
@@ -731,9 +651,7 @@ def distill(teacher: ResNet, student: ResNet, task: TaskData, cfg, seed: int, de
 def kd_student(teacher: ResNet, arch: Arch, task: TaskData, cfg, seed: int, device="cpu", out_dir=None,
                progress: bool = True, method: str = "kd", on_epoch_end: Optional[EpochCallback] = None,
                logit_cache: Optional[TeacherLogitCache] = None) -> dict:
-    """Build the student ``arch``, remap it from ``teacher`` (``kd.remap``, SPEC 3), then :func:`distill`."""
-    from .remap import remapped_student
-
+    """Build the student ``arch``, remap it from ``teacher`` (``kd.remap``, docs/method.md#remap), then :func:`distill`."""
     SearchSpace.from_config(cfg).validate(arch)
     torch.manual_seed(seed)  # only the "random" strategy draws: its init follows the seed
     teacher = teacher.to(device)
@@ -743,9 +661,9 @@ def kd_student(teacher: ResNet, arch: Arch, task: TaskData, cfg, seed: int, devi
 
 def kd_seeds(teacher: ResNet, arch: Arch, task: TaskData, cfg, device="cpu", seeds: Optional[Sequence[int]] = None,
              method: str = "kd", progress: bool = True) -> dict:
-    """KD of one student once per seed (``kd.seeds``; SPEC 8: seeds 1, 2, 3), each in its run dir
+    """KD of one student once per seed (``kd.seeds``; docs/method.md#kd: seeds 1, 2, 3), each in its run dir
     ``<run.out_dir>/kd/<task>/<arch>/seed<k>/``; writes and returns the mean +- std summary
-    (population std, numpy's default) in ``<run.out_dir>/kd/<task>/<arch>/summary.json``."""
+    (sample std, :func:`dass.metrics.mean_std`) in ``<run.out_dir>/kd/<task>/<arch>/summary.json``."""
     seeds = [int(s) for s in (seeds if seeds is not None else cfg.kd.seeds)]
     if not seeds:
         raise ConfigError("config key 'kd.seeds' is empty; give at least one seed")
@@ -753,11 +671,11 @@ def kd_seeds(teacher: ResNet, arch: Arch, task: TaskData, cfg, device="cpu", see
     for s in seeds:
         r = kd_student(teacher, arch, task, cfg, s, device, kd_run_dir(cfg, task.name, arch, s), progress, method)
         runs.append({"seed": s, **{k: r[k] for k in ("best_acc", "final_acc", "final_loss", "run_dir")}})
-    best = np.array([r["best_acc"] for r in runs])
-    final = np.array([r["final_acc"] for r in runs])
     summary = {"task": task.name, "method": method, "arch": arch.to_dict(), "arch_str": str(arch), "seeds": seeds,
-               "best_acc_mean": float(best.mean()), "best_acc_std": float(best.std()),
-               "final_acc_mean": float(final.mean()), "final_acc_std": float(final.std()), "runs": runs}
+               "std": "sample (ddof=1)"}
+    for key in ("best_acc", "final_acc"):
+        summary[f"{key}_mean"], summary[f"{key}_std"] = mean_std([r[key] for r in runs])
+    summary["runs"] = runs
     if dist_env()[0] == 0:
         write_json(kd_run_dir(cfg, task.name, arch, seeds[0]).parent / "summary.json", summary)
     return summary

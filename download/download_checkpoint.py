@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Download the authors' trained ResNet42 teachers, one per task, to
-checkpoint/teacher/<task>/model_best.pth.tar (SPEC 10).
+checkpoint/teacher/<task>/model_best.pth.tar (docs/method.md#file-formats).
 
     python download/download_checkpoint.py --name all     # or: tiny_imagenet (the 10 splits), tiny_imagenet-3, cub, ...
     python download/download_checkpoint.py --dry-run

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Download the datasets the authors publish (Tiny ImageNet + splits, CUB, DTD, QuickDraw, Stanford Cars)
-into data/<name>/ as numpy arrays (SPEC 7).
+into data/<name>/ as numpy arrays (docs/method.md#benchmark).
 
     python download/download_dataset.py --name all            # or: cub dtd quickdraw stanford_cars tiny_imagenet
     python download/download_dataset.py --name cub --dry-run  # list URLs and destinations only

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Download the authors' preprocessed meta-training database (preprocessed.zip) and unpack it
-safely into the repository root, giving preprocessed/... (SPEC 10).
+safely into the repository root, giving preprocessed/... (docs/method.md#file-formats).
 
     python download/download_preprocessed.py
     python download/download_preprocessed.py --url https://my.mirror/preprocessed.zip

@@ -4,9 +4,8 @@
 #   bash script/build_database.sh 0 configs/paper.yaml
 #   bash script/build_database.sh 0 configs/paper.yaml --shard 0 --num-shards 4   # one of 4 cluster jobs
 #   bash script/build_database.sh 0 configs/paper.yaml --merge                      # after all shards
+#   GPU_NUM: CUDA device(s), or "cpu" (default 0); CONFIG: default $DASS_CONFIG or configs/paper.yaml
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-GPU="${1:-0}"; CONFIG="${2:-configs/paper.yaml}"; shift $(( $# > 2 ? 2 : $# ))
-source script/setup_env.sh
-CUDA_VISIBLE_DEVICES="$GPU" exec "$PY" main.py build-db --config "$CONFIG" "$@"
+GPU="${1:-0}"; CONF="${2:-}"; shift $(( $# > 2 ? 2 : $# ))
+source "$(dirname "${BASH_SOURCE[0]}")/_launch.sh"
+dass_run "$GPU" build-db --config "${CONF:-$CONFIG}" "$@"

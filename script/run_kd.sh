@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# KD of the searched student on an unseen dataset with seeds 1, 2, 3 (SPEC 8), like the authors'
+# KD of the searched student on an unseen dataset with seeds 1, 2, 3 (docs/method.md#kd), like the authors'
 # script/run_kd.sh: reads the search step's pick (search.out/obtained_net_index.yaml, method dass),
 # distils it from the dataset's teacher, prints best accuracy mean +- std; rows go to run.out_dir/result.csv.
 # Usage: bash script/run_kd.sh GPU DATASET [key=value overrides...]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the ResNet teacher of a task (SPEC 8), like the authors' script/train_teacher.sh.
+# Train the ResNet teacher of a task (docs/method.md#teachers), like the authors' script/train_teacher.sh.
 # Usage: bash script/train_teacher.sh GPU DATASET [key=value overrides...]
 #   GPU      CUDA device(s) for CUDA_VISIBLE_DEVICES (e.g. 0 or 0,1), or "cpu"
 #   DATASET  a task of the config (cub, dtd, tiny_imagenet-3, ...) or "all"

@@ -24,6 +24,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: fastest for tiny models, and bit-identity checks need a fixed count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 _SCRATCH = {"__pycache__", ".pytest_cache", ".venv", ".ipynb_checkpoints"}
 
 

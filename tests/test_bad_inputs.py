@@ -1,4 +1,4 @@
-"""Bad inputs through the real command line (issue 8, reliability suite).
+"""Bad inputs through the real command line.
 
 Each case runs ``python main.py ...`` (or a download script) as a user would and checks the house
 rule for user errors: exit status 2, exactly one stderr line starting with ``error:`` that names the

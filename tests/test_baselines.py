@@ -1,6 +1,5 @@
 """Baselines, metrics and the SVG writer."""
 import math
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from dass.config import load_config
 from dass.errors import ConfigError, DataError
 from dass.meta import evaluate_task
 from dass.metrics import kendall, pearson, rank_desc, spearman, topk_true_acc
-from dass.plots import nice_ticks, scatter_svg
 from dass.testing import make_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,20 +123,3 @@ def test_parse_methods():
     assert parse_methods("macs, dass-no-A", cfg) == (["dass", "macs", "dass-no-A"], True)
     with pytest.raises(ConfigError):
         parse_methods("macs,flops", cfg)
-
-
-# --------------------------------------------------------------------------------------------- #
-# SVG scatter plots
-# --------------------------------------------------------------------------------------------- #
-
-def test_scatter_svg_is_valid_xml_with_one_circle_per_point(tmp_path):
-    p = scatter_svg(tmp_path / "a.svg", [50, 60, 70, float("nan")], [1, 2, 3, 4], title="a <&> b", highlight=2)
-    root = ET.parse(p).getroot()
-    circles = [e for e in root.iter() if e.tag.endswith("circle")]
-    assert len(circles) == 3 and circles[-1].get("fill") == "#d62728"
-    assert "a <&> b" in "".join(root.itertext())
-    # constant values still draw
-    ET.parse(scatter_svg(tmp_path / "b.svg", [5, 5], [1, 1]))
-    assert nice_ticks(0, 10, 5) == [0, 2, 4, 6, 8, 10]
-    assert nice_ticks(0.13, 0.61, 4) == pytest.approx([0.2, 0.4, 0.6])
-    assert nice_ticks(55.2, 71.9) == [60, 65, 70]

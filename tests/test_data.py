@@ -349,3 +349,18 @@ def test_task_names():
     assert names["meta_test"] == ["cub", "dtd", "quickdraw", "stanford_cars"]
     demo = task_names(load_config(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"))
     assert demo["meta_test"] == ["synth-8", "synth-9", "digits"] and len(demo["meta_train"]) == 6
+
+
+def test_crop_flip_with_given_draws():
+    from dass.augment import crop_flip, draw_crop_flip, random_crop_flip
+
+    x = torch.arange(8.0).reshape(2, 1, 2, 2)          # two 2x2 images: [[0,1],[2,3]] and [[4,5],[6,7]]
+    oy, ox, fl = torch.tensor([0, 2]), torch.tensor([2, 1]), torch.tensor([False, True])
+    out = crop_flip(x, 1, oy, ox, fl, fill=-1.0)
+    # image 0: window rows -1..0, cols 1..2 of the padded image; image 1: rows 1..2, cols 0..1, flipped
+    assert out[0, 0].tolist() == [[-1.0, -1.0], [1.0, -1.0]]
+    assert out[1, 0].tolist() == [[7.0, 6.0], [-1.0, -1.0]]
+    assert torch.equal(crop_flip(x, 0, oy * 0, ox * 0, fl), torch.stack([x[0], x[1].flip(2)]))
+    # random_crop_flip = its draws, then crop_flip
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    assert torch.equal(random_crop_flip(x, 1, g1, fill=-1.0), crop_flip(x, 1, *draw_crop_flip(2, 1, g2), fill=-1.0))

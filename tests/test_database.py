@@ -1,4 +1,4 @@
-"""The database builder end to end on a tiny configuration (issue 5)."""
+"""The database builder end to end on a tiny configuration (docs/method.md#database)."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Determinism on CPU (issue 8, reliability suite): the same seed gives bit-identical database records
+"""Determinism on CPU: the same seed gives bit-identical database records
 and bit-identical predictor outputs; another seed gives other numbers (so the checks can fail)."""
 from __future__ import annotations
 
@@ -8,14 +8,6 @@ import torch
 from clitools import tiny_config, write_config, write_toy_tasks
 
 RECORD_FIELDS = ("arch_enc", "fmaps", "best_acc", "final_acc", "final_loss", "macs", "params")
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

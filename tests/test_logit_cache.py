@@ -1,4 +1,4 @@
-"""The teacher-logit cache shared by the students of a task (dass.logit_cache, issue 8)."""
+"""The teacher-logit cache shared by the students of a task (dass.logit_cache)."""
 import copy
 
 import pytest

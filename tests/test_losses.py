@@ -1,4 +1,4 @@
-"""SPEC 8 criteria: the KD loss and label-smoothed cross-entropy."""
+"""Training criteria (docs/method.md#teachers, #kd): the KD loss and label-smoothed cross-entropy."""
 import math
 
 import pytest

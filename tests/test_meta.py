@@ -1,8 +1,7 @@
-"""Meta-learning with teacher-guided adaptation (SPEC 6): meta-gradients, training, resume, CLI."""
+"""Meta-learning with teacher-guided adaptation (docs/method.md#meta-learning): meta-gradients, training, resume, CLI."""
 import json
 import math
 import subprocess
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -10,13 +9,14 @@ import torch
 from torch.func import functional_call
 
 from dass.config import PredictorConfig, load_config
-from dass.errors import CheckpointError, DataError
+from dass.errors import CheckpointError, ConfigError, DataError
 from dass.io import read_jsonl
-from dass.meta import (MetaTrainer, adapt, evaluate_task, init_inner_lrs, load_predictor, load_tasks, predict,
-                       train_or_reuse)
+from dass.meta import (MetaTrainer, adapt, evaluate_task, init_inner_lrs, inner_update, load_predictor, load_tasks,
+                       predict, train_or_reuse)
 from dass.predictor import Predictor
 from dass.records import TeacherRecord, load_records
 from dass.testing import fixture_db_for_config
+from test_plots import marker_counts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,13 +34,7 @@ def small_cfg(tmp_path, *extra):
         "meta.episodes=40", "meta.eval_every=20", "meta.n_query=8", "meta.outer_lr=0.005", "run.device=cpu", *extra])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest (and the 2-core test machine is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: one intra-op thread is fastest
 
 
 @pytest.fixture
@@ -118,6 +112,20 @@ def test_inner_learning_rates_receive_gradients(second_order):
     g = torch.autograd.grad(((pred - teacher.acc) ** 2).mean(), list(params.values()))
     for (k, v), gk in zip(params.items(), g):
         assert torch.allclose(p[k], v - lrs[k] * gk)
+
+
+def test_zero_inner_steps_leave_the_parameters_and_config_asks_for_at_least_one(tmp_path):
+    model, teacher, q, lrs = _tiny_problem()
+    params = dict(model.named_parameters())
+    p = inner_update(model, params, lrs, teacher.fmap, teacher.arch_enc, torch.tensor([teacher.acc]), None,
+                     steps=0, second_order=True)
+    assert p == params
+    two = adapt(model, params, lrs, teacher, None, create_graph=False, steps=2)
+    one = adapt(model, adapt(model, params, lrs, teacher, None, create_graph=False), lrs, teacher, None,
+                create_graph=False)
+    assert all(torch.equal(two[k], one[k]) for k in params)
+    with pytest.raises(ConfigError, match="meta.inner_steps.*meta.adapt=false"):
+        load_config("configs/demo.yaml", ["meta.inner_steps=0"])
 
 
 def test_init_inner_lrs_one_per_parameter_entry():
@@ -328,8 +336,8 @@ def test_cli_meta_train_then_meta_test_writes_csv_and_svgs(db, tmp_path, capsys)
     assert set(rows[0]) >= {"task", "method", "spearman", "pearson", "kendall", "top1", "top5", "best"}
     for t in ("x0", "x1"):
         for m in methods:
-            svg = ET.parse(out / f"{t}_{m}.svg").getroot()
-            assert sum(1 for e in svg.iter() if e.tag.endswith("circle")) == 16
+            counts, _ = marker_counts(out / f"{t}_{m}.svg")
+            assert sum(counts.values()) == 16 and counts["top1"] == 1
     # the table printed for the user, and the scores behind it
     assert all(m in r.stdout for m in methods)
     preds = list(csv.DictReader(open(out / "predictions.csv")))

@@ -1,4 +1,4 @@
-"""The predictor (SPEC 5) and the Set Transformer dataset encoder."""
+"""The predictor (docs/method.md#predictor) and the Set Transformer dataset encoder."""
 import itertools
 import math
 

@@ -1,4 +1,4 @@
-"""Kill -9 at random points, resume, and get exactly the uninterrupted result (issue 8, reliability suite).
+"""Kill -9 at random points, resume, and get exactly the uninterrupted result.
 
 Each test runs the real command line (``python main.py ...``) three or more times on a tiny seeded
 CPU configuration (one thread, so results are bit-identical across processes):

@@ -1,4 +1,4 @@
-"""``main.py build-db``: build the meta-training database (issue 5)."""
+"""``main.py build-db``: build the meta-training database (docs/method.md#database)."""
 from __future__ import annotations
 
 import time
@@ -23,6 +23,7 @@ def add_arguments(p) -> None:
 
 
 def run(cfg, args) -> int:
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from .. import database as db
 
     modes = args.split

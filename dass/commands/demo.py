@@ -1,5 +1,8 @@
-"""``main.py demo``: the whole pipeline on the embedded default (issue 7)."""
+"""``main.py demo``: the whole pipeline on the embedded default (docs/method.md#benchmark)."""
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 
 def add_arguments(p) -> None:
@@ -7,9 +10,7 @@ def add_arguments(p) -> None:
 
 
 def run(cfg, args) -> int:
-    import shutil
-    from pathlib import Path
-
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..demo import run_demo
 
     if args.fresh and Path(cfg.demo.out).exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import yaml
 
 from ..config import git_revision, resolve_device, to_dict
+from ..errors import ConfigError
 from ..space import SearchSpace
 
 
@@ -14,8 +15,6 @@ def add_arguments(p) -> None:
 def run(cfg, args) -> int:
     d = to_dict(cfg)
     if args.section:
-        from ..errors import ConfigError
-
         if args.section not in d:
             raise ConfigError(f"unknown config section '{args.section}' (known: {', '.join(d)})")
         d = {args.section: d[args.section]}

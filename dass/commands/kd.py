@@ -1,4 +1,4 @@
-"""``main.py kd``: knowledge-distil students from a task's trained teacher (SPEC 8).
+"""``main.py kd``: knowledge-distil students from a task's trained teacher (docs/method.md#kd).
 
 Which students (exactly one of):
 
@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 
 from ..errors import ArchError, ConfigError, DataError
-from ..space import Arch
+from ..io import read_authors_yaml, safe_torch_load, write_csv
+from ..space import Arch, SearchSpace
+from .train_teacher import check_task
 
 
 def add_arguments(p) -> None:
@@ -78,8 +80,6 @@ def parse_arch_json(text: str) -> Arch:
 
 def read_archs(path: str | Path, allow_pickle: bool = False) -> list[Arch]:
     """A list of students from a JSON, YAML or torch (.pt/.pth) file."""
-    from ..io import safe_torch_load
-
     p = Path(path)
     if not p.is_file():
         raise DataError(f"students file {p} does not exist; pass a JSON/YAML list of "
@@ -100,8 +100,6 @@ def read_archs(path: str | Path, allow_pickle: bool = False) -> list[Arch]:
 
 def arch_from_search(cfg, task: str, method: str) -> tuple[Arch, int]:
     """The searched student of ``task`` by ``method`` (contract in the module docstring)."""
-    from ..io import read_authors_yaml, safe_torch_load
-
     out = Path(cfg.search.out)
     ypath = out / "obtained_net_index.yaml"
     # ours is plain YAML; the authors' is a yaml.dump of a defaultdict (docs/method.md#authors-compat)
@@ -144,10 +142,9 @@ def parse_seeds(text) -> list[int]:
 # --------------------------------------------------------------------------------------------- #
 
 def run(cfg, args) -> int:
-    from ..io import write_csv
-    from ..space import SearchSpace
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
+    from ..data import load_task
     from ..train import dist_env, kd_seeds, kd_student, kd_run_dir, load_task_teacher, setup_device
-    from .train_teacher import check_task
 
     name = check_task(cfg, args.task)
     space = SearchSpace.from_config(cfg)
@@ -166,8 +163,6 @@ def run(cfg, args) -> int:
     for a in archs:
         space.validate(a)
 
-    from ..data import load_task
-
     device = setup_device(cfg)
     task = load_task(name, cfg)
     teacher, t_acc = load_task_teacher(cfg, name, task.num_classes, device)
@@ -181,7 +176,7 @@ def run(cfg, args) -> int:
             for r in s["runs"]:
                 print(f"seed {r['seed']}: best acc {r['best_acc']:.2f}  final acc {r['final_acc']:.2f}  ({r['run_dir']})")
             print(f"{name} {method} {s['arch_str']}: best acc {s['best_acc_mean']:.2f} +- {s['best_acc_std']:.2f} "
-                  f"over seeds {s['seeds']}")
+                  f"over seeds {s['seeds']} (sample std)")
         return 0
 
     seeds = seeds or [cfg.db.kd_seed]

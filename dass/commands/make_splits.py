@@ -1,4 +1,5 @@
-"""``main.py make-splits``: the 10 Tiny ImageNet class splits in the authors' format (SPEC 7, 9).
+"""``main.py make-splits``: the 10 Tiny ImageNet class splits in the authors' format
+(docs/method.md#benchmark).
 
 Reads ``<root>/labels/train_labels.npy`` and writes ``<root>/10_split/split_{k}.npz`` (label_list,
 idx_train, idx_valid); see :mod:`dass.splits` for how classes and images are chosen.
@@ -6,6 +7,10 @@ idx_train, idx_valid); see :mod:`dass.splits` for how classes and images are cho
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
+
+from ..splits import make_tiny_imagenet_splits
 
 
 def add_arguments(p) -> None:
@@ -18,10 +23,6 @@ def add_arguments(p) -> None:
 
 
 def run(cfg, args) -> int:
-    import numpy as np
-
-    from ..splits import make_tiny_imagenet_splits
-
     root = Path(args.root) if args.root is not None else Path(cfg.data.root) / "tiny_imagenet"
     paths = make_tiny_imagenet_splits(root, num_splits=args.num_splits, classes_per_split=args.classes_per_split,
                                       seed=args.seed, valid_fraction=args.valid_fraction, force=args.force)

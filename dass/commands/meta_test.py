@@ -12,8 +12,6 @@ from pathlib import Path
 import torch
 
 from ..errors import DassError
-
-from ..evaluate import format_statistics, format_table, run_meta_test
 from ..methods import help_text
 
 
@@ -44,6 +42,9 @@ def parse_seeds(text):
 
 
 def run(cfg, args) -> int:
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
+    from ..evaluate import format_statistics, format_table, run_meta_test
+
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     t0 = time.time()

@@ -1,4 +1,4 @@
-"""``main.py meta-train``: meta-train the DaSS predictor (SPEC 6) on the database at ``db.out``.
+"""``main.py meta-train``: meta-train the DaSS predictor (docs/method.md#meta-learning) on the database at ``db.out``.
 
 Writes ``<meta.out>/{best.pt,last.pt,metrics.jsonl,config.yaml}``. ``--resume`` continues a killed
 (or extended: raise ``meta.episodes``) run from ``last.pt``; ``--fresh`` discards an existing run.
@@ -26,6 +26,7 @@ def _fmt(v) -> str:
 
 
 def run(cfg, args) -> int:
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..meta import MetaTrainer, load_tasks
 
     if cfg.train.num_threads > 0:

@@ -1,4 +1,4 @@
-"""``main.py search``: rank candidate students on a task with the meta-trained predictor (issue 7)."""
+"""``main.py search``: rank candidate students on a task with the meta-trained predictor (docs/method.md#search)."""
 from __future__ import annotations
 
 from ..config import save_config
@@ -21,6 +21,7 @@ def add_arguments(p) -> None:
 
 
 def run(cfg, args) -> int:
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..search import format_top, run_search
 
     tasks = args.task or list(cfg.tasks.meta_test)

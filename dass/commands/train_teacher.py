@@ -1,4 +1,5 @@
-"""``main.py train-teacher``: train the ResNet teacher of one task, or of every configured task (SPEC 8).
+"""``main.py train-teacher``: train the ResNet teacher of one task, or of every configured task
+(docs/method.md#teachers).
 
 ``--task NAME`` trains one task; ``--task all`` every task of ``tasks.meta_train``,
 ``tasks.meta_valid`` and ``tasks.meta_test``. Meta-test tasks (or any task with ``--meta-test``) use
@@ -9,6 +10,7 @@ teacher) is skipped; an interrupted one resumes. Prints a table of accuracies.
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..io import safe_torch_load
 
 
 def add_arguments(p) -> None:
@@ -37,8 +39,8 @@ def check_task(cfg, name: str) -> str:
 
 
 def run(cfg, args) -> int:
+    # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..data import load_task
-    from ..io import safe_torch_load
     from ..train import (BEST, checkpoint_accuracy, dist_env, setup_device, teacher_dir, teacher_status,
                          train_teacher)
 
