@@ -27,7 +27,7 @@ from .io import atomic_write_text
 
 NAME = "MANIFEST.json"
 # The config sections that determine a database's contents (the rest: where things go, how fast).
-SECTIONS = ("space", "data", "tasks", "teacher", "kd", "db", "embed")
+SECTIONS = ("space", "data", "tasks", "teacher", "kd", "train", "db", "embed")
 # What a committed database holds: task files, teacher records, search pools, reports, the teachers' weights.
 PATTERNS = ("preprocessed/**/*.pt", "preprocessed/report.csv", "preprocessed/family.json", "search/**/*.pt",
             "checkpoint/teacher/*/model_best.pth.tar")
