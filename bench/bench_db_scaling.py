@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from dass import database as db  # noqa: E402
 from dass.config import load_config  # noqa: E402
+from dass.teachers import ensure_teacher  # noqa: E402
 from dass.testing import write_toy_task  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def main() -> None:
         cfg0 = config(work, 1, args.kd_epochs, 1, "db-teachers")
         for mode, task in db.task_plan(cfg0):
             from dass.data import load_task
-            db.ensure_teacher(cfg0, mode, task, load_task(task, cfg0), torch.device("cpu"), progress=False)
+            ensure_teacher(cfg0, task, load_task(task, cfg0), torch.device("cpu"), mode == "meta_test", progress=False)
         rep.figure("teachers (3 tasks, 3 epochs, 1 thread)", time.perf_counter() - t0, "s")
         print(f"# {args.images} train images per task, 16 px, KD {args.kd_epochs} epochs per student; "
               f"students per task {counts}")

@@ -30,6 +30,17 @@ COMMANDS = {
 }
 
 
+# Long-running steps share these flags (same spelling and meaning everywhere).
+LONG_RUNNING = ("train-teacher", "kd", "build-db", "meta-train", "meta-test", "search", "demo")
+
+
+def _add_common_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--no-progress", action="store_true",
+                    help="no progress bars (one log line per evaluation instead)")
+    sp.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
+                    help="where to run; same as the override run.device=...")
+
+
 def _load(name: str):
     module, _ = COMMANDS[name]
     try:
@@ -47,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.add_argument("--config", default=None, help="YAML config (configs/paper.yaml or configs/demo.yaml)")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. kd.epochs=3")
+        if name in LONG_RUNNING:
+            _add_common_flags(sp)
         mod = _load(name)
         if mod is not None and hasattr(mod, "add_arguments"):
             mod.add_arguments(sp)
@@ -62,7 +75,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         from .config import load_config
 
-        cfg = load_config(args.config, args.overrides)
+        overrides = list(args.overrides)
+        if getattr(args, "device", None):
+            overrides.append(f"run.device={args.device}")
+        cfg = load_config(args.config, overrides)
         mod = _load(args.command)
         if mod is None:
             print(f"main.py {args.command}: not built yet", file=sys.stderr)

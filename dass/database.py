@@ -2,7 +2,8 @@
 
 For every task of ``cfg.tasks`` (meta-train, meta-valid and meta-test splits) it:
 
-1. loads the task's data and trains its teacher (or loads ``<checkpoint_dir>/teacher/<task>/model_best.pth.tar``);
+1. loads the task's data and its teacher (``dass.teachers.ensure_teacher``: a released or finished teacher
+   is used as is, otherwise one is trained);
 2. writes the teacher's support record (its own encoding, functional map and test accuracy, SPEC 6);
 3. samples ``db.num_students`` students with a seed derived from ``db.sample_seed`` and the task name;
 4. for each student: remaps it from the teacher, computes its functional map on the fixed noise (SPEC 4),
@@ -39,6 +40,7 @@ from .logit_cache import TeacherLogitCache
 from .records import (MODES, TaskRecords, TeacherRecord, candidate_file, load_records, save_records,
                       save_teacher_record)
 from .space import Arch, SearchSpace
+from .teachers import ensure_teacher
 
 
 def stable_seed(*parts) -> int:
@@ -119,21 +121,6 @@ def load_item(cfg: Config, item: WorkItem) -> Optional[dict]:
 # teachers
 # --------------------------------------------------------------------------------------------- #
 
-def ensure_teacher(cfg: Config, mode: str, task_name: str, data, device, progress: bool = True):
-    """Load the task's trained teacher, training it first when no finished checkpoint exists."""
-    from . import train
-
-    path = train.teacher_dir(cfg, task_name) / "model_best.pth.tar"
-    done = train.teacher_dir(cfg, task_name) / "done.json"
-    if not (path.is_file() and done.is_file()):
-        train.train_teacher(data, cfg, out_dir=train.teacher_dir(cfg, task_name), device=device,
-                            meta_test=(mode == "meta_test"), progress=progress)
-        from .io import write_json
-
-        write_json(done, {"task": task_name})
-    return train.load_task_teacher(cfg, task_name, data.num_classes, device)
-
-
 def teacher_record(cfg: Config, teacher, acc: float, noise: torch.Tensor) -> TeacherRecord:
     space = SearchSpace.from_config(cfg)
     arch = space.teacher()
@@ -196,7 +183,7 @@ def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_sh
         if not task_items and not need_teacher_files:
             continue
         data = load_task(task_name, cfg)
-        teacher, acc = ensure_teacher(cfg, mode, task_name, data, device, progress)
+        teacher, acc = ensure_teacher(cfg, task_name, data, device, mode == "meta_test", progress)
         teacher.eval()
         if need_teacher_files:
             trec = teacher_record(cfg, teacher, acc, noise)
@@ -355,7 +342,7 @@ def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None
             out.append(path)
             continue
         data = load_task(task, cfg)
-        teacher, acc = ensure_teacher(cfg, "meta_test", task, data, device, progress)
+        teacher, acc = ensure_teacher(cfg, task, data, device, True, progress)
         rec = candidate_records(cfg, task, teacher, acc, archs, data.num_classes, device, progress,
                                 _dataset_features(cfg, data))
         d = records_to_dict(rec)
@@ -424,7 +411,7 @@ def _worker_teachers(args) -> None:
 
     device = resolve_device(cfg.run.device)
     for mode, task in tasks:
-        ensure_teacher(cfg, mode, task, load_task(task, cfg), device, progress=False)
+        ensure_teacher(cfg, task, load_task(task, cfg), device, mode == "meta_test", progress=False)
 
 
 def _worker_shard(args) -> dict:

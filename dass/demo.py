@@ -159,13 +159,14 @@ def _distill(cfg: Config, picks: dict, log) -> dict:
     from .space import Arch
     from .logit_cache import TeacherLogitCache
     from .remap import remapped_student
-    from .train import distill, load_task_teacher
+    from .teachers import load_teacher_for
+    from .train import distill
 
     device = resolve_device(cfg.run.device)
     out = {}
     for task, p in picks.items():
         data = load_task(task, cfg)
-        teacher, _ = load_task_teacher(cfg, task, data.num_classes, device)
+        teacher, _ = load_teacher_for(cfg, task, data.num_classes, device)
         out[task] = {}
         logits = TeacherLogitCache.from_config(cfg)  # the three students share each seed's teacher logits
         for who in ("dass", "random", "largest"):

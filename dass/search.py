@@ -27,7 +27,7 @@ from .config import Config, resolve_device
 from .errors import DassError
 from .io import atomic_torch_save, atomic_write_text, write_csv
 from .records import TaskRecords, candidate_file
-from .space import Arch, SearchSpace
+from .space import Arch
 
 
 @dataclass
@@ -74,8 +74,8 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
                             teacher_acc: Optional[float] = None, device=None, progress: bool = True) -> TaskRecords:
     """The task's candidate pool: from ``preprocessed/search/<task>.pt`` when it exists and no other
     teacher is given, else computed on the fly from the task's data and teacher."""
-    from .database import (_dataset_features, candidate_archs, candidate_records, ensure_teacher, load_candidates,
-                           search_root)
+    from .database import _dataset_features, candidate_archs, candidate_records, load_candidates, search_root
+    from .teachers import ensure_teacher, load_teacher_file
 
     path = candidate_file(search_root(cfg), task)
     if teacher_path is None and path.is_file():
@@ -84,18 +84,15 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
 
     device = device or resolve_device(cfg.run.device)
     data = load_task(task, cfg)
-    space = SearchSpace.from_config(cfg)
     if teacher_path is not None:
-        from .nets import load_teacher
         from .train import evaluate
         from .data import make_loader
 
-        teacher = load_teacher(teacher_path, space.teacher(), data.num_classes, space.stage_strides,
-                               cfg.run.allow_legacy_pickle).to(device)
+        teacher = load_teacher_file(cfg, teacher_path, data.num_classes, device, require_acc=False)[0]
         if teacher_acc is None:  # the support label is the teacher's own test accuracy
             teacher_acc, _ = evaluate(teacher, make_loader(data, cfg, "test", 256, device=device), device)
     else:
-        teacher, teacher_acc = ensure_teacher(cfg, "meta_test", task, data, device, progress)
+        teacher, teacher_acc = ensure_teacher(cfg, task, data, device, True, progress)
     return candidate_records(cfg, task, teacher, float(teacher_acc), candidate_archs(cfg), data.num_classes,
                              device, progress, _dataset_features(cfg, data))
 

@@ -321,58 +321,18 @@ def _check_identity(obj: dict, path, arch: Arch, num_classes: int) -> None:
 
 
 def load_model_checkpoint(path, arch: Arch, num_classes: int, strides: Sequence[int] = (1, 2, 2, 2),
-                          allow_pickle: bool = False, device="cpu", what: str = "teacher checkpoint"
-                          ) -> tuple[ResNet, float]:
-    """Build ``ResNet(arch)`` and load ``path`` strictly; return ``(model, best_acc_percent)``."""
+                          allow_pickle: bool = False, device="cpu", what: str = "teacher checkpoint",
+                          require_acc: bool = True) -> tuple[ResNet, Optional[float]]:
+    """Build ``ResNet(arch)`` and load ``path`` strictly; return ``(model, best_acc_percent)``
+    (``None`` for a file without ``best_acc`` when not ``require_acc``)."""
     obj = safe_torch_load(path, allow_pickle=allow_pickle, what=what)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a model checkpoint (expected a dict with key 'state_dict')")
     _check_identity(obj, path, arch, num_classes)
-    acc = checkpoint_accuracy(obj, path)
+    acc = checkpoint_accuracy(obj, path) if require_acc or "best_acc" in obj else None
     model = ResNet(arch, num_classes, strides)
     load_state_dict_strict(model, extract_state_dict(obj, str(path)), str(path))
     return model.to(device), acc
-
-
-def teacher_dir(cfg, task_name: str) -> Path:
-    """``<run.checkpoint_dir>/teacher/<task>/`` (the authors' ``checkpoint/teacher/<task>``)."""
-    return Path(cfg.run.checkpoint_dir) / "teacher" / task_name
-
-
-def teacher_status(cfg, task_name: str) -> str:
-    """``missing``, ``incomplete`` (training stopped part-way) or ``complete``.
-
-    Complete: ``model_best`` exists and the run finished (``result.json``), or ``model_best`` is
-    there without a resumable ``checkpoint`` (a released teacher, e.g. the authors').
-    """
-    d = teacher_dir(cfg, task_name)
-    if not (d / BEST).is_file():
-        return "incomplete" if (d / CHECKPOINT).is_file() else "missing"
-    if (d / RESULT).is_file() or not (d / CHECKPOINT).is_file():
-        return "complete"
-    return "incomplete"
-
-
-def load_task_teacher(cfg, task_name: str, num_classes: int, device="cpu") -> tuple[ResNet, float]:
-    """The trained teacher of a task, loaded strictly, frozen, in eval mode; and its accuracy (%).
-
-    The architecture is the space's teacher. A checkpoint for another architecture or class count
-    raises :class:`CheckpointError` naming the file.
-    """
-    space = SearchSpace.from_config(cfg)
-    d = teacher_dir(cfg, task_name)
-    path = d / BEST
-    status = teacher_status(cfg, task_name)
-    if status == "missing":
-        raise CheckpointError(f"teacher checkpoint {path} does not exist; train it with `python main.py "
-                              f"train-teacher --task {task_name}` (or put the released teacher there)")
-    if status == "incomplete":
-        raise CheckpointError(f"teacher of {task_name} in {d} is still training (no {RESULT}); re-run "
-                              f"`python main.py train-teacher --task {task_name}` to finish it")
-    model, acc = load_model_checkpoint(path, space.teacher(), num_classes, space.stage_strides,
-                                       cfg.run.allow_legacy_pickle, device)
-    freeze(model)
-    return model, acc
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -696,13 +656,17 @@ def _finish_files(run: _Run, result: dict, cfg, method: str) -> dict:
 def train_teacher(task: TaskData, cfg, arch: Optional[Arch] = None, out_dir=None, device="cpu",
                   meta_test: bool = False, progress: bool = True,
                   on_epoch_end: Optional[EpochCallback] = None) -> dict:
-    """Train a task's teacher (SPEC 8) into ``out_dir`` (default :func:`teacher_dir`); resumes.
+    """Train a task's teacher (SPEC 8) into ``out_dir`` (default :func:`dass.teachers.teacher_dir`); resumes.
+    A directory holding a released teacher is refused (:func:`dass.teachers.check_not_released`).
 
     Returns ``final_acc``, ``best_acc``, ``final_loss``, ``epochs``, ``checkpoint`` (model_best path).
     """
     space = SearchSpace.from_config(cfg)
     arch = space.validate(arch) if arch is not None else space.teacher()
+    from .teachers import check_not_released, teacher_dir
+
     out_dir = Path(out_dir) if out_dir is not None else teacher_dir(cfg, task.name)
+    check_not_released(out_dir)
     seed = cfg.teacher.seed
     torch.manual_seed(seed)  # the teacher's initialisation
     model = ResNet(arch, task.num_classes, space.stage_strides)

@@ -17,7 +17,6 @@ def add_arguments(p) -> None:
     p.add_argument("--merge", action="store_true", help="only assemble the task files from finished shards")
     p.add_argument("--no-candidates", action="store_true", help="skip the search-candidate pools of meta-test datasets")
     p.add_argument("--report", action="store_true", help="only print the sanity report of an existing database")
-    p.add_argument("--no-progress", action="store_true")
 
 
 def run(cfg, args) -> int:

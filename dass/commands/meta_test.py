@@ -19,7 +19,6 @@ def add_arguments(p) -> None:
                                                       "diswot,metad2a,dass-no-S,dass-no-T,dass-no-A,dass-no-adapt,"
                                                       "dass-first-order)")
     p.add_argument("--out", default=None, help="output folder (default: <meta.out>/meta_test)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(cfg, args) -> int:

@@ -14,7 +14,6 @@ def add_arguments(p) -> None:
                    help="the teacher's test accuracy in percent (default: evaluated on the test split)")
     p.add_argument("--checkpoint", default=None, help="predictor checkpoint (default: <meta.out>/best.pt)")
     p.add_argument("--method", default=None, help="dass (default) or a baseline: random, macs, params, diswot")
-    p.add_argument("--no-progress", action="store_true")
 
 
 def run(cfg, args) -> int:
