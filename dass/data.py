@@ -261,6 +261,29 @@ def _read_meta(folder: Path) -> dict:
     return meta
 
 
+def _shown(values) -> str:
+    values = [int(v) for v in values]
+    return ", ".join(map(str, values[:5])) + (", ..." if len(values) > 5 else "")
+
+
+def check_label_sets(train_y: np.ndarray, test_y: np.ndarray, train_path: Path, test_path: Path,
+                     num_classes: Optional[int]) -> None:
+    """Train and test must use the same classes; without a declared ``num_classes`` (inferred as max label
+    + 1) every class id below the largest must occur. A stray label (99 in an 8-class task) would otherwise
+    silently widen the classifier."""
+    tr, te = set(np.unique(train_y).tolist()), set(np.unique(test_y).tolist())
+    for path, extra, other in ((train_path, tr - te, test_path), (test_path, te - tr, train_path)):
+        if extra:
+            raise DataError(f"dataset file {path} has labels {_shown(sorted(extra))} that never occur in {other}; "
+                            f"train and test must use the same classes: fix the labels")
+    if num_classes is not None:
+        return
+    absent = sorted(set(range(max(tr) + 1)) - tr)
+    if absent:
+        raise DataError(f"dataset file {train_path} has labels up to {max(tr)} but none of {_shown(absent)}; class "
+                        f"ids must be 0..K-1 without gaps (or declare num_classes in the folder's meta.json)")
+
+
 def load_numpy_task(root: Path, name: str, num_classes: Optional[int] = None,
                     train_per_class: Optional[int] = None) -> TaskData:
     """The generic layout ``root/<name>/{train,test}_{images,labels}.npy``."""
@@ -274,6 +297,7 @@ def load_numpy_task(root: Path, name: str, num_classes: Optional[int] = None,
         num_classes = _read_meta(folder).get("num_classes")
     train_x, train_y = _read_split(folder, "train", name, num_classes)
     test_x, test_y = _read_split(folder, "test", name, num_classes)
+    check_label_sets(train_y, test_y, folder / "train_labels.npy", folder / "test_labels.npy", num_classes)
     if num_classes is None:
         num_classes = int(max(train_y.max(), test_y.max())) + 1
     if train_per_class is not None:
