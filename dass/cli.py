@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 from typing import Optional
 
 from .errors import DassError
@@ -29,6 +30,10 @@ COMMANDS = {
     "demo": ("dass.commands.demo", "run the whole pipeline on the embedded default"),
 }
 
+
+# Commands whose bare form has its own config: `main.py demo` is the embedded default.
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIGS = {"demo": CONFIG_DIR / "demo.yaml"}
 
 # Long-running steps share these flags (same spelling and meaning everywhere).
 LONG_RUNNING = ("train-teacher", "kd", "build-db", "meta-train", "meta-test", "search", "demo")
@@ -56,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
-        sp.add_argument("--config", default=None, help="YAML config (configs/paper.yaml or configs/demo.yaml)")
+        sp.add_argument("--config", default=None, help="YAML config (configs/paper.yaml or configs/demo.yaml; "
+                        + (f"default {DEFAULT_CONFIGS[name].relative_to(CONFIG_DIR.parent)})" if name in DEFAULT_CONFIGS
+                           else "default: the paper's settings)"))
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. kd.epochs=3")
         if name in LONG_RUNNING:
             _add_common_flags(sp)
@@ -78,7 +85,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         overrides = list(args.overrides)
         if getattr(args, "device", None):
             overrides.append(f"run.device={args.device}")
-        cfg = load_config(args.config, overrides)
+        config = args.config if args.config is not None else DEFAULT_CONFIGS.get(args.command)
+        cfg = load_config(config, overrides)
         mod = _load(args.command)
         if mod is None:
             print(f"main.py {args.command}: not built yet", file=sys.stderr)

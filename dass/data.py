@@ -66,8 +66,35 @@ def _hint(name: str) -> str:
     if GENERATED_TASK.match(name):
         return "generate it with `python main.py make-tasks --config <config>`"
     if name.startswith("tiny_imagenet") or name in KNOWN_NUM_CLASSES:
-        return "download it with the project's downloader or check data.root"
+        return ("download it with `python download/download_dataset.py` or check data.root (for the embedded "
+                "default on generated data use --config configs/demo.yaml)")
     return "check data.root or put the arrays there in the numpy layout"
+
+
+def task_files(name: str, root: str | Path) -> list[Path]:
+    """The files ``load_task`` reads for a task (existence only; contents are checked on loading)."""
+    root = Path(root)
+    m = re.fullmatch(r"tiny_imagenet-(\d+)", name)
+    if m:
+        folder = root / "tiny_imagenet"
+        return [folder / "train_images.npy", tiny_imagenet_labels_path(folder),
+                folder / f"{TINY_IMAGENET_SPLITS}_split" / f"split_{int(m.group(1))}.npz"]
+    folder = root / name
+    files = [folder / f"{s}_{k}.npy" for s in ("train", "test") for k in ("images", "labels")]
+    return files + ([folder / COMPLETE_MARKER] if GENERATED_TASK.match(name) else [])
+
+
+def require_task_files(cfg, names, skip_generated: bool = False) -> None:
+    """Fail at once, before any heavy work, when a task's data file is missing: one line naming the
+    first missing file and how to get it."""
+    for name in names:
+        if skip_generated and GENERATED_TASK.match(name):
+            continue
+        if name == "tiny_imagenet":
+            load_task(name, cfg)   # raises the "needs a split number" error
+        for f in task_files(name, cfg.data.root):
+            if not f.is_file():
+                raise DataError(f"dataset file {f} for task '{name}' does not exist; {_hint(name)}")
 
 
 def load_npy(path: Path, hint: str = "", mmap: bool = True) -> np.ndarray:

@@ -121,6 +121,17 @@ def load_item(cfg: Config, item: WorkItem) -> Optional[dict]:
 # teachers
 # --------------------------------------------------------------------------------------------- #
 
+def tasks_needing_data(cfg: Config, modes: Optional[list[str]] = None, candidates: bool = True) -> list[str]:
+    """The tasks whose dataset a build will read (unfinished students or teacher record, missing candidate
+    pools), so that a missing file is reported before any training starts."""
+    pending = {(it.mode, it.task) for it in work_items(cfg, modes) if not item_file(cfg, it).is_file()}
+    names = [t for m, t in task_plan(cfg, modes)
+             if (m, t) in pending or not (work_dir(cfg) / m / t / "teacher.pt").is_file()]
+    if candidates:
+        names += [t for t in cfg.tasks.meta_test if not candidate_file(search_root(cfg), t).is_file()]
+    return list(dict.fromkeys(names))
+
+
 def teacher_record(cfg: Config, teacher, acc: float, noise: torch.Tensor) -> TeacherRecord:
     space = SearchSpace.from_config(cfg)
     arch = space.teacher()

@@ -94,6 +94,25 @@ def test_missing_dataset_file(tmp_path, data_root):
               needles=(str(d / "toy-0" / "train_labels.npy"), "does not exist"))
 
 
+@pytest.mark.parametrize("argv", [
+    ["build-db", "--no-progress"],
+    ["search", "--method", "macs"],
+    ["kd", "--task", "toy-2", "--arch", ARCH],
+    ["demo"],
+])
+def test_missing_data_fails_before_any_work(tmp_path, data_root, argv):
+    d = _own_data(tmp_path, data_root)
+    (d / "toy-2" / "test_images.npy").unlink()       # the meta-test task: build-db would reach it last
+    cfg = tiny_config(tmp_path, d, demo={"out": str(tmp_path / "demo")})
+    _cli_case(tmp_path, cfg, *argv, needles=(str(d / "toy-2" / "test_images.npy"), "does not exist"))
+
+
+def test_the_demo_on_the_paper_config_names_the_missing_file_and_the_demo_config(tmp_path):
+    cfg = {"data": {"root": str(tmp_path / "data")}, "demo": {"out": str(tmp_path / "demo")}}
+    line = _cli_case(tmp_path, cfg, "demo", needles=("tiny_imagenet", "does not exist", "configs/demo.yaml"))
+    assert str(tmp_path / "data" / "tiny_imagenet" / "train_images.npy") in line
+
+
 def test_truncated_npy(tmp_path, data_root):
     d = _own_data(tmp_path, data_root)
     p = d / "toy-0" / "train_images.npy"

@@ -39,3 +39,14 @@ def test_short_commands_do_not_take_them(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["info", "--no-progress"])
     assert e.value.code == 2
+
+
+def test_bare_demo_runs_the_embedded_default(monkeypatch):
+    from dass.config import load_config, to_dict
+
+    seen = {}
+    monkeypatch.setattr(cli, "_load", lambda name: types.SimpleNamespace(run=lambda cfg, args: seen.update(cfg=cfg)))
+    assert cli.main(["demo"]) == 0
+    assert to_dict(seen["cfg"]) == to_dict(load_config(cli.CONFIG_DIR / "demo.yaml"))
+    assert cli.main(["build-db"]) == 0                      # the other commands keep the paper's defaults
+    assert to_dict(seen["cfg"]) == to_dict(load_config(None))

@@ -21,6 +21,7 @@ def add_arguments(p) -> None:
 
 def run(cfg, args) -> int:
     from .. import database as db
+    from ..data import require_task_files
 
     modes = args.split
     if args.num_shards < 1 or args.workers < 1:
@@ -28,6 +29,9 @@ def run(cfg, args) -> int:
     if args.workers > 1 and args.num_shards > 1:
         raise DassError("use either --workers (local processes) or --shard/--num-shards (separate jobs), not both")
     if not args.report:
+        if not args.merge:
+            with_candidates = not args.no_candidates and (modes is None or "meta_test" in modes)
+            require_task_files(cfg, db.tasks_needing_data(cfg, modes, with_candidates))
         save_config(cfg, cfg.db.out, {"command": "build-db"})
         t0 = time.time()
         if args.merge:

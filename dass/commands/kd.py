@@ -164,8 +164,9 @@ def run(cfg, args) -> int:
     for a in archs:
         space.validate(a)
 
-    from ..data import load_task
+    from ..data import load_task, require_task_files
 
+    require_task_files(cfg, [name])
     device = setup_device(cfg)
     task = load_task(name, cfg)
     teacher, t_acc = load_teacher_for(cfg, name, task.num_classes, device)

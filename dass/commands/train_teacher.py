@@ -37,7 +37,7 @@ def check_task(cfg, name: str) -> str:
 
 
 def run(cfg, args) -> int:
-    from ..data import load_task
+    from ..data import load_task, require_task_files
     from ..teachers import is_teacher_ready, load_teacher_for, teacher_dir, teacher_status
     from ..train import dist_env, setup_device, train_teacher
 
@@ -46,6 +46,7 @@ def run(cfg, args) -> int:
     else:
         name = check_task(cfg, args.task)
         jobs = [(name, name in cfg.tasks.meta_test or args.meta_test)]
+    require_task_files(cfg, [n for n, _ in jobs])
     device = setup_device(cfg)
     rows = []
     for name, meta_test in jobs:
