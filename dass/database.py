@@ -90,8 +90,10 @@ def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
     kd.pop("logit_cache_mb", None)  # a speed setting: records are bit-identical with or without the cache
     embed = to_dict(cfg)["embed"]
     embed.pop("workers", None)      # how many processes compute a map does not change it
+    t = cfg.train   # the precision switches change the recorded accuracies (README, decisions table)
+    precision = {"amp": t.amp, "channels_last": t.channels_last, "cudnn_benchmark": t.cudnn_benchmark}
     doc = {"space": to_dict(cfg)["space"], "kd": kd, "embed": embed, "kd_seed": cfg.db.kd_seed,
-           "task": task, "index": index, "arch": arch.to_dict()}
+           "task": task, "index": index, "arch": arch.to_dict(), "precision": precision}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -25,11 +25,13 @@ Determinism: the model init is seeded by ``seed`` (``torch.manual_seed``) and th
 ``(seed, epoch)`` (:class:`dass.augment.BatchLoader`), so on CPU a run is bit-identical when repeated
 and after a kill + resume.
 
-On every device: channels_last tensors (``train.channels_last``), and for KD an optional
+Precision: by default fp32 with contiguous tensors and deterministic cuDNN, as the authors' ground truth;
+``train.amp``, ``train.channels_last`` and ``train.cudnn_benchmark`` are opt-in speed switches.
+On every device: optional channels_last tensors (``train.channels_last``), and for KD an optional
 :class:`dass.logit_cache.TeacherLogitCache` through which the students of one task share the frozen
 teacher's logits (the builder and the demo pass one; bench/RESULTS.md has the gain).
 
-CUDA fast path: bf16 autocast (``train.amp``), the uint8 dataset preloaded on the GPU
+CUDA fast path: opt-in bf16 autocast (``train.amp``), the uint8 dataset preloaded on the GPU
 with the epoch's random crops/flips drawn up front and moved in one transfer (no per-step host
 synchronisation: losses and accuracies accumulate on the device and are read once per epoch),
 optional ``torch.compile``. DDP when launched by ``torchrun`` (``WORLD_SIZE > 1``): every rank draws
@@ -153,6 +155,14 @@ def amp_dtype(cfg, device: torch.device) -> Optional[torch.dtype]:
             raise ConfigError("config key 'train.amp' = fp16 needs a CUDA device; use bf16, auto or off")
         return torch.float16
     return torch.bfloat16
+
+
+def set_cudnn(cfg, device: torch.device) -> None:
+    """Deterministic cuDNN kernels, as the authors train (docs/method.md#kd), unless
+    ``train.cudnn_benchmark`` asks for autotuned ones (faster, not bit-reproducible)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(cfg.train.cudnn_benchmark)
+        torch.backends.cudnn.deterministic = not cfg.train.cudnn_benchmark
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
@@ -413,8 +423,7 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         torch.set_num_threads(cfg.train.num_threads)
     dtype = amp_dtype(cfg, device)
     channels_last = bool(cfg.train.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    set_cudnn(cfg, device)
     torch.manual_seed(seed)
 
     raw = model.to(device)

@@ -157,7 +157,8 @@ def test_fingerprint_ignores_speed_settings_only(tmp_path):
     base = db.fingerprint(tiny_cfg(tmp_path, tmp_path / "db", tmp_path / "ck"), "toy-0", 0, arch)
     speed = tiny_cfg(tmp_path, tmp_path / "db", tmp_path / "ck", **{"kd.logit_cache_mb": 0, "embed.workers": 3})
     assert db.fingerprint(speed, "toy-0", 0, arch) == base
-    for key, value in (("kd.lr", 0.123), ("embed.noise_seed", 5), ("kd.epochs", 2)):
+    for key, value in (("kd.lr", 0.123), ("embed.noise_seed", 5), ("kd.epochs", 2), ("train.amp", "bf16"),
+                       ("train.channels_last", True), ("train.cudnn_benchmark", True)):
         other = tiny_cfg(tmp_path, tmp_path / "db", tmp_path / "ck", **{key: value})
         assert db.fingerprint(other, "toy-0", 0, arch) != base, key
 

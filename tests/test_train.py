@@ -314,6 +314,7 @@ def test_cli_train_teacher_then_kd(capsys, tmp_path, monkeypatch):
 
     task = tiny_task(n_train=64, n_test=32)
     monkeypatch.setattr(dass.data, "load_task", lambda name, cfg: task if name == TASK else None)
+    monkeypatch.setattr(dass.data, "require_task_files", lambda cfg, names, **k: None)   # the data is in memory
     common = ["--config", "configs/demo.yaml", f"run.out_dir={tmp_path}/runs", f"run.checkpoint_dir={tmp_path}/ck",
               f"search.out={tmp_path}/search", "teacher.epochs=1", "kd.epochs=1", "teacher.batch_size=32",
               "kd.batch_size=32"]
