@@ -141,7 +141,10 @@ class DatabaseConfig:
     """Meta-training database builder (issue 5, SPEC 9-10)."""
 
     out: str = "preprocessed/ours"
-    num_students: int = 50          # students sampled per task
+    # students sampled per meta-train/valid task: at least meta.n_query + 1, since the authors' sampler
+    # draws n_support + n_query students from a task
+    num_students: int = 51
+    num_students_meta_test: int = 0     # ground truth per unseen dataset (paper.yaml: 50); 0 = db.num_students
     sample_seed: int = 0
     kd_seed: int = 0                # ground truth = one KD run per student (SPEC 8)
     num_candidates: int = 1000      # search-candidate pool per meta-test dataset
@@ -180,6 +183,7 @@ class MetaConfig:
     episodes: int = 1000
     outer_lr: float = 5e-4
     inner_lr_init: float = 0.005
+    learn_inner_lr: bool = True     # Meta-SGD (paper); false = one fixed scalar inner rate, inner_lr_init
     inner_steps: int = 1
     second_order: bool = True
     adapt: bool = True
@@ -201,6 +205,10 @@ class SearchConfig:
     max_params: float = 0.0
     out: str = "exp/search"
     method: str = "dass"
+    # Meta-SGD inner rates of the adaptation at search time: "learned" (those meta-training learned, as
+    # meta-test uses them) or "initial" (every rate at meta.inner_lr_init, as the authors' search script
+    # rebuilds them and loads only the weights)
+    inner_lr: str = field(default="learned", metadata=_choices("learned", "initial"))
 
 
 @dataclass
@@ -350,8 +358,12 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError("config key 'predictor.inputs' must be a non-empty subset of [S, T, A, D]")
     if cfg.meta.n_query < 1 or cfg.meta.episodes < 1 or cfg.meta.eval_every < 1:
         raise ConfigError("config keys 'meta.n_query/episodes/eval_every' must be positive")
-    if cfg.db.num_students < 1:
-        raise ConfigError("config key 'db.num_students' must be positive")
+    if cfg.db.num_students < 1 or cfg.db.num_students_meta_test < 0:
+        raise ConfigError("config key 'db.num_students' must be positive (db.num_students_meta_test >= 0)")
+    if cfg.tasks.meta_train and cfg.db.num_students < cfg.meta.n_query + 1:
+        raise ConfigError(f"config key 'db.num_students' = {cfg.db.num_students} must be at least meta.n_query + 1 = "
+                          f"{cfg.meta.n_query + 1} (a support and a full query set per task); raise it or lower "
+                          f"meta.n_query")
     if cfg.kd.logit_cache_mb < 0:
         raise ConfigError("config key 'kd.logit_cache_mb' must be >= 0 (0 switches the teacher-logit cache off)")
     if cfg.embed.workers < 0:

@@ -5,7 +5,8 @@ For every task of ``cfg.tasks`` (meta-train, meta-valid and meta-test splits) it
 1. loads the task's data and its teacher (``dass.teachers.ensure_teacher``: a released or finished teacher
    is used as is, otherwise one is trained);
 2. writes the teacher's support record (its own encoding, functional map and test accuracy, SPEC 6);
-3. samples ``db.num_students`` students with a seed derived from ``db.sample_seed`` and the task name;
+3. samples ``db.num_students`` students (``db.num_students_meta_test`` for a meta-test task) with a seed
+   derived from ``db.sample_seed`` and the task name;
 4. for each student: remaps it from the teacher, computes its functional map on the fixed noise (SPEC 4),
    KD-trains it with the ``kd`` recipe and seed ``db.kd_seed`` and records final acc, best acc, final
    loss, MACs and params;
@@ -61,11 +62,13 @@ def task_plan(cfg: Config, modes: Optional[list[str]] = None) -> list[tuple[str,
     return out
 
 
-def students_for(cfg: Config, task: str) -> list[Arch]:
-    """The task's sampled students: deterministic in (db.sample_seed, task), the teacher excluded."""
+def students_for(cfg: Config, task: str, mode: str = "meta_train") -> list[Arch]:
+    """The task's sampled students: deterministic in (db.sample_seed, task), the teacher excluded;
+    ``db.num_students`` of them, ``db.num_students_meta_test`` (when set) for a meta-test task."""
     space = SearchSpace.from_config(cfg)
-    return space.sample_many(cfg.db.num_students, rng=stable_seed("students", cfg.db.sample_seed, task),
-                             unique=True, exclude_teacher=True)
+    n = cfg.db.num_students_meta_test if mode == "meta_test" and cfg.db.num_students_meta_test else cfg.db.num_students
+    return space.sample_many(n, rng=stable_seed("students", cfg.db.sample_seed, task), unique=True,
+                             exclude_teacher=True)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class WorkItem:
 def work_items(cfg: Config, modes: Optional[list[str]] = None) -> list[WorkItem]:
     items = []
     for mode, task in task_plan(cfg, modes):
-        items += [WorkItem(mode, task, i, a) for i, a in enumerate(students_for(cfg, task))]
+        items += [WorkItem(mode, task, i, a) for i, a in enumerate(students_for(cfg, task, mode))]
     return items
 
 

@@ -73,10 +73,17 @@ def build_predictor(cfg, records: TaskRecords) -> Predictor:
         return Predictor(cfg.predictor, int(records.arch_enc.shape[1]), channels)
 
 
-def init_inner_lrs(model: torch.nn.Module, init: float) -> dict[str, torch.Tensor]:
-    """One learnable inner learning rate per parameter entry (Meta-SGD), all ``init`` at start."""
-    return {name: torch.full_like(p, float(init)).detach().requires_grad_(True)
+def init_inner_lrs(model: torch.nn.Module, init: float, learn: bool = True) -> dict[str, torch.Tensor]:
+    """One inner learning rate per parameter entry, all ``init`` at start: learnable (Meta-SGD) or, with
+    ``learn=False``, the fixed scalar rate of plain MAML (``meta.learn_inner_lr``)."""
+    return {name: torch.full_like(p, float(init)).detach().requires_grad_(learn)
             for name, p in model.named_parameters()}
+
+
+def reset_inner_lrs(inner_lrs: dict, init: float) -> dict[str, torch.Tensor]:
+    """The same entries at their initial value: what the authors' search script uses, since it rebuilds
+    the Meta-SGD rates and loads only the weights (docs/method.md#search)."""
+    return {k: torch.full_like(v.detach(), float(init)) for k, v in inner_lrs.items()}
 
 
 def _model_device_dtype(model: torch.nn.Module):
@@ -262,6 +269,8 @@ def _fingerprint(cfg) -> dict:
     m = to_dict(cfg)["meta"]
     meta = {k: m[k] for k in ("outer_lr", "inner_lr_init", "inner_steps", "second_order", "adapt", "n_query",
                               "eval_every", "seed")}
+    if not m["learn_inner_lr"]:   # recorded only when set, so earlier checkpoints still resume
+        meta["learn_inner_lr"] = False
     return {"predictor": to_dict(cfg)["predictor"], "meta": meta,
             "tasks": {"meta_train": list(cfg.tasks.meta_train), "meta_valid": list(cfg.tasks.meta_valid)}}
 
@@ -308,9 +317,9 @@ class MetaTrainer:
         if cfg.predictor.target_norm == "meta_train":
             accs = torch.cat([t.acc.cpu() for t in self.tasks]).double()
             self.model.set_output_norm(float(accs.mean()), max(float(accs.std()), 1e-3))
-        self.inner_lrs = init_inner_lrs(self.model, m.inner_lr_init) if m.adapt else {}
-        self.optimizer = torch.optim.Adam(list(self.model.parameters()) + list(self.inner_lrs.values()),
-                                          lr=m.outer_lr)
+        self.inner_lrs = init_inner_lrs(self.model, m.inner_lr_init, m.learn_inner_lr) if m.adapt else {}
+        learned = list(self.inner_lrs.values()) if m.learn_inner_lr else []
+        self.optimizer = torch.optim.Adam(list(self.model.parameters()) + learned, lr=m.outer_lr)
         self.generator = torch.Generator().manual_seed(int(m.seed))
         self.episode = 0
         self.best = {"valid_spearman": None, "episode": None}

@@ -101,10 +101,12 @@ def score_candidates(cfg: Config, records: TaskRecords, method: str = "dass",
                      checkpoint: Optional[str] = None, device=None) -> torch.Tensor:
     """DaSS scores (predicted KD accuracy after teacher-guided adaptation) or a baseline's scores."""
     if method == "dass":
-        from .meta import load_predictor, predict
+        from .meta import load_predictor, predict, reset_inner_lrs
 
         ckpt = checkpoint or str(Path(cfg.meta.out) / "best.pt")
         model, lrs, _ = load_predictor(ckpt, device or "cpu")
+        if cfg.search.inner_lr == "initial":
+            lrs = reset_inner_lrs(lrs, cfg.meta.inner_lr_init)
         return predict(model, lrs, records, adapt=cfg.meta.adapt, cfg=cfg).detach().cpu().float().flatten()
     from .baselines import score
 

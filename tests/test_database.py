@@ -21,7 +21,7 @@ def tiny_cfg(data_root, out, ckpt, **over):
          "space.stage_widths=[4,8,8,16]", "space.max_depth=2", "space.width_multipliers=[0.5,1.0]",
          "space.image_size=8", "data.crop_padding=1", "tasks.meta_train=[toy-0]", "tasks.meta_valid=[toy-1]",
          "tasks.meta_test=[toy-2]", "teacher.epochs=1", "teacher.batch_size=16", "kd.epochs=1",
-         "kd.batch_size=16", "kd.eval_every=1", "teacher.eval_every=1", "db.num_students=3",
+         "kd.batch_size=16", "kd.eval_every=1", "teacher.eval_every=1", "db.num_students=3", "meta.n_query=2",
          "db.num_candidates=4", "predictor.dataset_samples_per_class=2", "predictor.dataset_feature_dim=8"]
     o += [f"{k}={v}" for k, v in over.items()]
     return load_config(None, o)
