@@ -184,6 +184,8 @@ class MetaConfig:
     outer_lr: float = 5e-4
     inner_lr_init: float = 0.005
     learn_inner_lr: bool = True     # Meta-SGD (paper); false = one fixed scalar inner rate, inner_lr_init
+    # which accuracy of a student's KD run is its label (the authors' --acc_type; paper: best)
+    acc_type: str = field(default="best", metadata=_choices("best", "final"))
     inner_steps: int = 1
     second_order: bool = True
     adapt: bool = True

@@ -271,6 +271,8 @@ def _fingerprint(cfg) -> dict:
                               "eval_every", "seed")}
     if not m["learn_inner_lr"]:   # recorded only when set, so earlier checkpoints still resume
         meta["learn_inner_lr"] = False
+    if m["acc_type"] != "best":
+        meta["acc_type"] = m["acc_type"]
     return {"predictor": to_dict(cfg)["predictor"], "meta": meta,
             "tasks": {"meta_train": list(cfg.tasks.meta_train), "meta_valid": list(cfg.tasks.meta_valid)}}
 
@@ -498,8 +500,17 @@ def load_tasks(cfg, mode: str, required: bool = True) -> list[TaskRecords]:
         if not task_file(cfg.db.out, mode, task).is_file():
             raise DataError(f"database file {task_file(cfg.db.out, mode, task)} does not exist; build the database "
                             f"first (main.py build-db) or fix config key 'db.out'")
-        out.append(load_records(cfg.db.out, mode, task, space, 0, cfg.run.allow_legacy_pickle))
+        out.append(with_label(load_records(cfg.db.out, mode, task, space, 0, cfg.run.allow_legacy_pickle),
+                              cfg.meta.acc_type))
     return out
+
+
+def with_label(records: TaskRecords, acc_type: str) -> TaskRecords:
+    """Records whose label field (``best_acc``, which training and evaluation read) holds the accuracy
+    chosen by ``meta.acc_type``: the best evaluation of each KD run or its final one."""
+    if acc_type == "best":
+        return records
+    return dataclasses.replace(records, best_acc=records.final_acc.clone())
 
 
 def train_or_reuse(cfg, train, valid, test, device, progress: bool = True) -> Path:

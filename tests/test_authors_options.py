@@ -26,3 +26,20 @@ def test_meta_test_tasks_get_their_own_student_count(tmp_path):
     for it in work_items(cfg):
         counts[it.task] = counts.get(it.task, 0) + 1
     assert counts == {"a": 4, "b": 4, "c": 2}
+
+
+def test_acc_type_chooses_the_label(tmp_path):
+    import torch
+
+    from dass.meta import load_tasks
+    from dass.testing import fixture_db_for_config
+    from test_meta import small_cfg
+
+    cfg = small_cfg(tmp_path)
+    fixture_db_for_config(cfg)
+    best = load_tasks(cfg, "meta_train")
+    final = load_tasks(small_cfg(tmp_path, "meta.acc_type=final"), "meta_train")
+    for b, f in zip(best, final):
+        assert torch.equal(f.best_acc, b.final_acc) and not torch.equal(f.best_acc, b.best_acc)
+    with pytest.raises(ConfigError, match="acc_type"):
+        load_config(None, ["meta.acc_type=last"])
