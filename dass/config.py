@@ -100,7 +100,7 @@ class KDConfig:
     alpha: float = 0.5
     eval_every: int = 5
     remap: str = field(default="copy_paste_first", metadata=_choices(
-        "copy_paste_first", "copy_paste_last", "uniform", "random"))
+        "copy_paste_first", "copy_paste_last", "uniform", "copy_paste_uniform", "copy_paste_uniform_last", "random"))
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])   # the searched student's seeds
     # Memory for teacher logits shared by the students of a task (dass.logit_cache; build-db, demo):
     # paper scale needs 144 MB per Tiny ImageNet split (18,000 images x 40 classes x 50 epochs).

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .nets import ResNet, match_channels
-from .remap import STRATEGIES, _SELECT, check_compatible
+from .remap import _BLOCKS, STRATEGIES, _SELECT, check_compatible
 from .space import Arch
 
 
@@ -74,7 +74,7 @@ def remapped_map(teacher: ResNet, arch: Arch, noise: torch.Tensor, strategy: str
     """
     if strategy not in STRATEGIES or strategy == "random":
         raise ValueError(f"remapped_map needs a copy strategy, got {strategy!r}; use functional_map for random init")
-    sel = _SELECT[strategy]
+    sel, bsel = _SELECT[strategy], _BLOCKS[strategy]
     ta = teacher.arch
     dev = teacher.conv1.weight.device
     t_layers = teacher.layers
@@ -82,12 +82,12 @@ def remapped_map(teacher: ResNet, arch: Arch, noise: torch.Tensor, strategy: str
     def idx(total: int, n: int) -> torch.Tensor:
         return sel(total, n).to(dev)
 
-    first_t = t_layers[0][int(sel(ta.depths[0], arch.depths[0])[0])]
+    first_t = t_layers[0][int(bsel(ta.depths[0], arch.depths[0])[0])]
     stem = idx(first_t.conv1.in_channels, arch.widths[0][0])
     x = F.relu(_bn(_conv(noise.to(dev), teacher.conv1, stem, torch.arange(3, device=dev)), teacher.bn1, stem))
     cin = arch.widths[0][0]
     for s in range(min(stage, arch.num_stages)):
-        picks = sel(ta.depths[s], arch.depths[s]).tolist()
+        picks = bsel(ta.depths[s], arch.depths[s]).tolist()
         for b, tb in enumerate(picks):
             blk = t_layers[s][tb]
             w = arch.widths[s][b]

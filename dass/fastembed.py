@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from .embed import pad_channels
 from .errors import ConfigError
 from .nets import ResNet, match_channels
-from .remap import STRATEGIES, _SELECT
+from .remap import _BLOCKS, STRATEGIES, _SELECT
 from .space import Arch
 
 Step = tuple   # ("stem", width, teacher_block) or (stage, block, teacher_block, width)
@@ -67,7 +67,7 @@ class _SliceCache:
 
 def chain(teacher: ResNet, arch: Arch, strategy: str, stage: int) -> tuple[Step, ...]:
     """The steps ``remapped_map`` performs for ``arch`` (see the module docstring)."""
-    sel = _SELECT[strategy]
+    sel = _BLOCKS[strategy]
     first = int(sel(teacher.arch.depths[0], arch.depths[0])[0])
     steps: list[Step] = [("stem", int(arch.widths[0][0]), first)]
     for s in range(min(stage, arch.num_stages)):

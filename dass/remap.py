@@ -8,6 +8,8 @@ Strategies (``kd.remap``):
   (the last blocks); tensors are sliced to their last channels.
 - ``uniform``: blocks and channels are subsampled at evenly spaced (rounded) positions, e.g. a
   student stage of depth 2 under a teacher of depth 5 takes teacher blocks 0 and 4.
+- ``copy_paste_uniform`` / ``copy_paste_uniform_last`` (the authors' ablations): the first / last blocks
+  of each stage, every tensor sliced to every ``total // n``-th channel (the first ``n`` of them).
 - ``random``: no remapping; the student keeps its own Kaiming initialisation.
 
 The stem follows the first block's channel selection, BN running statistics are sliced with the
@@ -24,7 +26,8 @@ import torch.nn as nn
 from .errors import ArchError
 from .nets import ResNet
 
-STRATEGIES = ("copy_paste_first", "copy_paste_last", "uniform", "random")
+STRATEGIES = ("copy_paste_first", "copy_paste_last", "uniform", "copy_paste_uniform", "copy_paste_uniform_last",
+              "random")
 
 
 def _first(total: int, n: int) -> torch.Tensor:
@@ -41,8 +44,18 @@ def _uniform(total: int, n: int) -> torch.Tensor:
     return torch.round(torch.linspace(0, total - 1, n)).long()
 
 
+def _strided(total: int, n: int) -> torch.Tensor:
+    """Every ``total // n``-th channel, the first ``n`` of them (the authors' ``[::s][:n]``)."""
+    return torch.arange(0, total, total // n)[:n]
+
+
+# strategy -> channel selector (the stem follows the first picked block's channels) ...
 _SELECT: dict[str, Callable[[int, int], torch.Tensor]] = {
-    "copy_paste_first": _first, "copy_paste_last": _last, "uniform": _uniform}
+    "copy_paste_first": _first, "copy_paste_last": _last, "uniform": _uniform,
+    "copy_paste_uniform": _strided, "copy_paste_uniform_last": _strided}
+# ... and block selector, the same unless the authors' variants pair strided channels with first/last blocks
+_BLOCKS: dict[str, Callable[[int, int], torch.Tensor]] = {
+    **_SELECT, "copy_paste_uniform": _first, "copy_paste_uniform_last": _last}
 
 
 def _copy_conv(dst: nn.Conv2d, src: nn.Conv2d, o: torch.Tensor, i: torch.Tensor) -> None:
@@ -83,18 +96,18 @@ def remap(teacher: ResNet, student: ResNet, strategy: str = "copy_paste_first") 
     check_compatible(teacher, student)
     if strategy == "random":
         return student
-    sel = _SELECT[strategy]
+    sel, bsel = _SELECT[strategy], _BLOCKS[strategy]
     ta, sa = teacher.arch, student.arch
 
     # Teacher blocks picked for each student block, and the channel index of every feature map.
     t_layers, s_layers = teacher.layers, student.layers
-    first_t_block = t_layers[0][int(sel(ta.depths[0], sa.depths[0])[0])]
+    first_t_block = t_layers[0][int(bsel(ta.depths[0], sa.depths[0])[0])]
     stem_idx = sel(first_t_block.conv1.in_channels, sa.widths[0][0])
     _copy_conv(student.conv1, teacher.conv1, stem_idx, torch.arange(3))
     _copy_bn(student.bn1, teacher.bn1, stem_idx)
 
     for s in range(sa.num_stages):
-        picks = sel(ta.depths[s], sa.depths[s])
+        picks = bsel(ta.depths[s], sa.depths[s])
         for b, tb in enumerate(picks.tolist()):
             t_blk, s_blk = t_layers[s][tb], s_layers[s][b]
             i_idx = sel(t_blk.conv1.in_channels, s_blk.conv1.in_channels)

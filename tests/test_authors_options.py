@@ -43,3 +43,42 @@ def test_acc_type_chooses_the_label(tmp_path):
         assert torch.equal(f.best_acc, b.final_acc) and not torch.equal(f.best_acc, b.best_acc)
     with pytest.raises(ConfigError, match="acc_type"):
         load_config(None, ["meta.acc_type=last"])
+
+
+def _authors_slice(w, out_ch, in_ch=None):
+    """The authors' copy_paste_uniform slicing, written as their code does it."""
+    p = w[::int(w.shape[0] / out_ch)][:out_ch]
+    if in_ch is not None:
+        p = p[:, ::int(w.shape[1] / in_ch)][:, :in_ch]
+    return p
+
+
+@pytest.mark.parametrize("strategy,blocks", [("copy_paste_uniform", [0, 1]), ("copy_paste_uniform_last", [3, 4])])
+def test_copy_paste_uniform_variants_take_first_or_last_blocks_with_strided_channels(paper_teacher, strategy, blocks):
+    import torch
+
+    from dass.remap import remapped_student
+    from dass.space import Arch
+
+    t = paper_teacher
+    arch = Arch([2, 1, 1, 1], [[16, 24], [40], [96], [256]])
+    s = remapped_student(t, arch, strategy)
+    tb0, tb1 = (t.layers[0][k] for k in blocks)
+    sb0, sb1 = s.layers[0]
+    assert torch.equal(s.conv1.weight, t.conv1.weight[0:32:2])                         # stem: channels 0, 2, ..., 30
+    assert torch.equal(s.bn1.running_var, t.bn1.running_var[0:32:2])
+    assert torch.equal(sb0.conv1.weight, tb0.conv1.weight[0:32:2][:, 0:32:2])
+    assert torch.equal(sb0.conv1.weight, _authors_slice(tb0.conv1.weight, 16, 16))
+    assert torch.equal(sb1.conv1.weight, tb1.conv1.weight[:24][:, 0:32:2])            # 32 // 24 = 1: channels 0..23
+    assert torch.equal(sb1.bn2.bias, tb1.bn2.bias[:24])
+    one = 0 if blocks[0] == 0 else 4                                                   # the block of a depth-1 stage
+    tl = t.layers[1][one]
+    assert torch.equal(s.layers[1][0].conv1.weight, _authors_slice(tl.conv1.weight, 40, 24))   # every 1st of 64
+    assert torch.equal(s.layers[1][0].conv2.weight, tl.conv2.weight[:40][:, :40])
+    t3 = t.layers[2][one]
+    assert torch.equal(s.layers[2][0].conv1.weight, _authors_slice(t3.conv1.weight, 96, 40))
+    stride_in = 64 // 40 if one == 0 else 128 // 40                                    # 1, or 3 for a last block
+    assert torch.equal(s.layers[2][0].conv1.weight, t3.conv1.weight[:96][:, ::stride_in][:, :40])
+    t4 = t.layers[3][one].conv1.weight                                                 # in 128 (first) or 256 (last)
+    assert torch.equal(s.layers[3][0].conv1.weight, t4[:, ::t4.shape[1] // 96][:, :96])
+    assert torch.equal(s.layers[3][0].conv1.weight, _authors_slice(t4, 256, 96))
