@@ -8,6 +8,7 @@ students; each baseline scores the same students. :func:`run_meta_test` writes t
   (task, method), then one ``task=mean`` row per method (means over tasks);
 * ``predictions.csv``: task, method, net_index, arch, score, true -- every score behind the table;
 * ``<task>_<method>.svg``: score vs true accuracy, the top-1 pick in red;
+* ``<name of meta.out>_spearmanr_corr.csv``: the authors' summary (:mod:`dass.spearman_csv`);
 
 and returns the per-task rows (no mean rows). ``baselines="all"`` adds random, macs, params, diswot
 and the trained ones (metad2a and the DaSS ablations; each is meta-trained into
@@ -56,6 +57,7 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
     from .meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
     from .metrics import nanmean, rank_desc
     from .plots import scatter_svg
+    from .spearman_csv import spearman_csv_path, write_spearman_csv
 
     device = resolve_device(cfg.run.device)
     tests = load_tasks(cfg, "meta_test")
@@ -97,14 +99,17 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
     methods = [m for m in methods if m in STATIC or m in predictors]
 
     out = Path(out) if out else Path(cfg.meta.out) / "meta_test"
+
+    def scores(name, rec):
+        if name in predictors:
+            model, lrs, info = predictors[name]
+            return score(name, rec, model=model, inner_lrs=lrs, meta_info=info)
+        return score(name, rec, seed=cfg.run.seed)
+
     rows, preds = [], []
     for rec in tests:
         for name in methods:
-            if name in predictors:
-                model, lrs, info = predictors[name]
-                s = score(name, rec, model=model, inner_lrs=lrs, meta_info=info)
-            else:
-                s = score(name, rec, seed=cfg.run.seed)
+            s = scores(name, rec)
             r = evaluate_task(s, rec)
             rows.append({"task": rec.task, "method": name, "spearman": r["spearman"], "pearson": r["pearson"],
                          "kendall": r["kendall"], "top1": r["top1_acc"], "top5": r["top5_acc"],
@@ -122,6 +127,10 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
               "n": sum(r["n"] for r in rows if r["method"] == name)} for name in methods]
     write_csv(out / "results.csv", rows + means)
     write_csv(out / "predictions.csv", preds)
+    # the authors' summary beside ours: meta-valid and meta-test Spearman per method
+    valid = [{"task": rec.task, "method": name, "spearman": evaluate_task(scores(name, rec), rec)["spearman"]}
+             for rec in load_tasks(cfg, "meta_valid", required=False) for name in methods]
+    write_spearman_csv(spearman_csv_path(out, cfg.meta.out), valid, rows)
     return rows
 
 

@@ -6,6 +6,19 @@ from dass.config import load_config
 from dass.errors import ConfigError
 
 
+@pytest.fixture(scope="module")
+def trained_small(tmp_path_factory):
+    """A short seeded meta-training on the fixture database (tasks t0-t3, v0, x0, x1)."""
+    from dass.meta import MetaTrainer, load_tasks
+    from dass.testing import fixture_db_for_config
+    from test_meta import small_cfg
+
+    cfg = small_cfg(tmp_path_factory.mktemp("authors"), "meta.episodes=4", "meta.eval_every=2")
+    fixture_db_for_config(cfg)
+    splits = [load_tasks(cfg, m) for m in ("meta_train", "meta_valid", "meta_test")]
+    return cfg, MetaTrainer(cfg, *splits, cfg.meta.out, "cpu", progress=False).run()["checkpoint"]
+
+
 def test_num_students_must_cover_a_support_and_a_full_query_set():
     with pytest.raises(ConfigError, match=r"'db.num_students' = 50 must be at least meta.n_query \+ 1 = 51"):
         load_config(None, ["db.num_students=50"])
@@ -82,3 +95,32 @@ def test_copy_paste_uniform_variants_take_first_or_last_blocks_with_strided_chan
     t4 = t.layers[3][one].conv1.weight                                                 # in 128 (first) or 256 (last)
     assert torch.equal(s.layers[3][0].conv1.weight, t4[:, ::t4.shape[1] // 96][:, :96])
     assert torch.equal(s.layers[3][0].conv1.weight, _authors_slice(t4, 256, 96))
+
+
+def test_meta_test_writes_the_authors_spearman_csv(tmp_path, trained_small):
+    import csv
+
+    from dass.meta import evaluate_task, load_predictor, load_tasks, predict
+    from dass.meta_test import run_meta_test
+
+    cfg, ckpt = trained_small
+    run_meta_test(cfg, ckpt, baselines="macs", progress=False, out=tmp_path / "mt")
+    path = tmp_path / "mt" / "meta_spearmanr_corr.csv"                    # meta.out is <tmp>/meta
+    lines = list(csv.reader(open(path)))
+    assert lines[0] == ["", "va_v0_spearmanr", "va_spearmanr", "te_x0_spearmanr", "te_x1_spearmanr", "te_spearmanr"]
+    assert [r[0] for r in lines[1:]] == ["dass", "macs"]
+    model, lrs, _ = load_predictor(ckpt)
+    (v0,), (x0, x1) = load_tasks(cfg, "meta_valid"), load_tasks(cfg, "meta_test")
+    rho = [evaluate_task(predict(model, lrs, r, cfg=cfg), r)["spearman"] for r in (v0, x0, x1)]
+    want = [rho[0], rho[0], rho[1], rho[2], (rho[1] + rho[2]) / 2]
+    assert [float(x) for x in lines[1][1:]] == [round(x, 3) for x in want]
+    assert all(len(x.split(".")[-1]) <= 3 for x in lines[2][1:])
+
+
+def test_authors_dataset_keys():
+    from dass.spearman_csv import spearman_rows
+
+    rows = spearman_rows([{"task": "tiny_imagenet-8", "method": "dass", "spearman": 0.12345}],
+                         [{"task": "cub", "method": "dass", "spearman": float("nan")}])
+    assert list(rows[0]) == ["", "va_tiny_imagenet_8_spearmanr", "va_spearmanr", "te_cub_spearmanr", "te_spearmanr"]
+    assert rows[0]["va_tiny_imagenet_8_spearmanr"] == 0.123
