@@ -84,6 +84,9 @@ class TeacherConfig:
     label_smoothing: float = 0.1
     eval_every: int = 5
     seed: int = 0
+    # the authors' optional heavy augmentation (their --aug, off in their scripts): a second horizontal
+    # flip, Gaussian blur and a 30-70 degree rotation after crop + flip (dass.augment.heavy_augment)
+    heavy_aug: bool = False
 
 
 @dataclass

@@ -359,7 +359,7 @@ def task_names(cfg) -> dict[str, list[str]]:
 
 def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0, device="cpu",
                 train: Optional[bool] = None, drop_last: Optional[bool] = None,
-                preload: Optional[bool] = None, channels_last: Optional[bool] = None):
+                preload: Optional[bool] = None, channels_last: Optional[bool] = None, heavy: bool = False):
     """A :class:`~dass.augment.BatchLoader` over one split of ``task`` with the SPEC 7 transforms.
 
     ``train`` (default: ``split == 'train'``) turns on shuffling, random crop with
@@ -382,4 +382,4 @@ def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0,
         channels_last = bool(cfg.train.channels_last)
     return BatchLoader(images, labels, batch_size=batch_size, image_size=cfg.space.image_size, train=train,
                        seed=seed, device=dev, pad=cfg.data.crop_padding, mean=cfg.data.mean, std=cfg.data.std,
-                       drop_last=drop_last, preload=preload, channels_last=channels_last)
+                       drop_last=drop_last, preload=preload, channels_last=channels_last, heavy=heavy)

@@ -94,12 +94,14 @@ class Recipe:
     label_smoothing: float = 0.0
     temperature: float = 0.0
     alpha: float = 0.0
+    heavy_aug: bool = False
 
     @classmethod
     def teacher(cls, cfg, meta_test: bool = False) -> "Recipe":
         t = cfg.teacher
         return cls("teacher", t.epochs, t.batch_size, t.lr_meta_test if meta_test else t.lr, t.momentum,
-                   t.weight_decay, t.nesterov, t.eval_every, label_smoothing=t.label_smoothing)
+                   t.weight_decay, t.nesterov, t.eval_every, label_smoothing=t.label_smoothing,
+                   heavy_aug=t.heavy_aug)
 
     @classmethod
     def kd(cls, cfg) -> "Recipe":
@@ -176,15 +178,17 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 # --------------------------------------------------------------------------------------------- #
 
 def make_loaders(task: TaskData, cfg, batch_size: int, seed: int, device: torch.device,
-                 channels_last: bool = False) -> tuple:
-    """Train and test loaders for ``task`` (the data module's ``make_loader`` when it exists)."""
+                 channels_last: bool = False, heavy: bool = False) -> tuple:
+    """Train and test loaders for ``task`` (the data module's ``make_loader`` when it exists); ``heavy``
+    adds the authors' heavy augmentation to the train split."""
     try:
         from .data import make_loader  # provided by the data module (issue 2)
     except ImportError:
         make_loader = None
     if make_loader is not None:
         return tuple(make_loader(task, cfg, split=split, batch_size=batch_size, seed=seed, device=device,
-                                 train=split == "train", channels_last=channels_last) for split in ("train", "test"))
+                                 train=split == "train", channels_last=channels_last, heavy=heavy and split == "train")
+                     for split in ("train", "test"))
     common = dict(batch_size=batch_size, image_size=cfg.space.image_size, seed=seed, device=device,
                   pad=cfg.data.crop_padding, mean=cfg.data.mean, std=cfg.data.std, channels_last=channels_last)
     return (BatchLoader(task.train_images, task.train_labels, train=True, **common),
@@ -255,7 +259,7 @@ def prefetched_batches(loader: BatchLoader) -> Iterator[tuple[torch.Tensor, torc
 
 def iterate(loader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of ``loader``: the prefetched path for preloaded BatchLoaders, plain iteration else."""
-    if isinstance(loader, BatchLoader) and getattr(loader, "_images_t", None) is not None:
+    if isinstance(loader, BatchLoader) and getattr(loader, "_images_t", None) is not None and not loader.heavy:
         return prefetched_batches(loader)
     return iter(loader)
 
@@ -434,7 +438,8 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         if channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
 
-    train_loader, test_loader = make_loaders(task, cfg, recipe.batch_size, seed, device, channels_last)
+    train_loader, test_loader = make_loaders(task, cfg, recipe.batch_size, seed, device, channels_last,
+                                             recipe.heavy_aug)
     iters = len(train_loader)
     if iters == 0:
         raise ConfigError(f"task {task.name} has {len(task.train_labels)} training images, fewer than one batch of "

@@ -124,3 +124,51 @@ def test_authors_dataset_keys():
                          [{"task": "cub", "method": "dass", "spearman": float("nan")}])
     assert list(rows[0]) == ["", "va_tiny_imagenet_8_spearmanr", "va_spearmanr", "te_cub_spearmanr", "te_spearmanr"]
     assert rows[0]["va_tiny_imagenet_8_spearmanr"] == 0.123
+
+
+def test_rotation_and_blur_match_torchvision_semantics():
+    import torch
+
+    from dass.augment import gaussian_blur, rotate
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 9, 9, generator=g)
+    assert torch.equal(rotate(x, torch.tensor([90.0, 90.0])), torch.rot90(x, 1, dims=(2, 3)))   # counter-clockwise
+    assert torch.equal(rotate(x, torch.zeros(2)), x)
+    corner = rotate(torch.zeros(1, 1, 9, 9), torch.tensor([45.0]), fill=-1.0)
+    assert corner[0, 0, 0, 0] == -1.0 and corner[0, 0, 4, 4] == 0.0                     # outside = fill
+    const = torch.full((2, 3, 8, 8), 0.3)
+    assert torch.allclose(gaussian_blur(const, torch.tensor([0.5, 4.0])), const, atol=1e-6)
+    # a 1-d check of the 9-tap vertical kernel against its formula
+    impulse = torch.zeros(1, 1, 21, 21)
+    impulse[0, 0, 10, 10] = 1.0
+    out = gaussian_blur(impulse, torch.tensor([2.0]))[0, 0]
+    t = torch.arange(-4, 5, dtype=torch.float32)
+    ky = torch.exp(-0.5 * (t / 2.0) ** 2)
+    kx = ky[2:7]
+    assert torch.allclose(out[6:15, 8:13], torch.outer(ky / ky.sum(), kx / kx.sum()), atol=1e-7)
+    assert out[:6].abs().max() == 0 and out[:, :8].abs().max() == 0                    # 9 tall, 5 wide
+
+
+def test_heavy_teacher_augmentation_is_opt_in_and_seeded(tmp_path):
+    import torch
+
+    from dass import train
+    from dass.augment import BatchLoader
+    from test_train import make_cfg, tiny_task
+
+    task = tiny_task(n_train=64, n_test=32)
+    kw = dict(batch_size=16, image_size=16, train=True, seed=3, pad=2)
+    plain, heavy = BatchLoader(task.train_images, task.train_labels, **kw), \
+        BatchLoader(task.train_images, task.train_labels, heavy=True, **kw)
+    again = BatchLoader(task.train_images, task.train_labels, heavy=True, **kw)
+    (xp, yp), (xh, yh), (xa, _) = next(iter(plain)), next(iter(heavy)), next(iter(again))
+    assert torch.equal(yp, yh) and torch.equal(xh, xa) and not torch.allclose(xp, xh)
+    assert not BatchLoader(task.test_images, task.test_labels, 16, 16, train=False, heavy=True).heavy
+    cfg = make_cfg(tmp_path, "teacher.epochs=1", "teacher.eval_every=1")
+    base = train.train_teacher(task, cfg, out_dir=tmp_path / "a", progress=False)
+    hcfg = make_cfg(tmp_path, "teacher.epochs=1", "teacher.eval_every=1", "teacher.heavy_aug=true")
+    aug = train.train_teacher(task, hcfg, out_dir=tmp_path / "b", progress=False)
+    assert aug["train_loss"] != base["train_loss"]
+    with pytest.raises(Exception, match="teacher.heavy_aug=False"):                     # a resume must not switch it
+        train.train_teacher(task, hcfg, out_dir=tmp_path / "a", progress=False)
