@@ -65,7 +65,7 @@ def main() -> None:
         for k, classes in enumerate((4, 5, 4)):
             write_toy_task(work / "data", f"toy-{k}", classes, args.images, 64, k, size=16, noise=40)
         t0 = time.perf_counter()
-        cfg0 = config(work, 1, args.kd_epochs, 1, "db-teachers")
+        cfg0 = config(work, 2, args.kd_epochs, 1, "db-teachers")   # only its teachers are used
         for mode, task in db.task_plan(cfg0):
             from dass.data import load_task
             ensure_teacher(cfg0, task, load_task(task, cfg0), torch.device("cpu"), mode == "meta_test", progress=False)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 from .errors import CheckpointError
 from .train import BEST, CHECKPOINT, RESULT, freeze, load_model_checkpoint
