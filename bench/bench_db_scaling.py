@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from dass import database as db  # noqa: E402
 from dass.config import load_config  # noqa: E402
+from dass.teachers import ensure_teacher  # noqa: E402
 from dass.testing import write_toy_task  # noqa: E402
 
 
@@ -41,7 +42,8 @@ def config(work: Path, students: int, kd_epochs: int, threads: int, db_name: str
         "space.width_multipliers=[0.5,0.75,1.0]", "space.image_size=16", "data.crop_padding=2",
         "tasks.meta_train=[toy-0]", "tasks.meta_valid=[toy-1]", "tasks.meta_test=[toy-2]",
         "teacher.epochs=3", "teacher.batch_size=64", f"kd.epochs={kd_epochs}", "kd.batch_size=64",
-        f"kd.eval_every={kd_epochs}", f"db.num_students={students}", f"train.num_threads={threads}",
+        f"kd.eval_every={kd_epochs}", f"db.num_students={students}", f"meta.n_query={max(1, students - 1)}",
+        f"train.num_threads={threads}",
         "predictor.dataset_samples_per_class=4", "predictor.dataset_feature_dim=32", *extra])
 
 
@@ -63,10 +65,10 @@ def main() -> None:
         for k, classes in enumerate((4, 5, 4)):
             write_toy_task(work / "data", f"toy-{k}", classes, args.images, 64, k, size=16, noise=40)
         t0 = time.perf_counter()
-        cfg0 = config(work, 1, args.kd_epochs, 1, "db-teachers")
+        cfg0 = config(work, 2, args.kd_epochs, 1, "db-teachers")   # only its teachers are used
         for mode, task in db.task_plan(cfg0):
             from dass.data import load_task
-            db.ensure_teacher(cfg0, mode, task, load_task(task, cfg0), torch.device("cpu"), progress=False)
+            ensure_teacher(cfg0, task, load_task(task, cfg0), torch.device("cpu"), mode == "meta_test", progress=False)
         rep.figure("teachers (3 tasks, 3 epochs, 1 thread)", time.perf_counter() - t0, "s")
         print(f"# {args.images} train images per task, 16 px, KD {args.kd_epochs} epochs per student; "
               f"students per task {counts}")

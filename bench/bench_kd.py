@@ -141,7 +141,8 @@ def engine_epochs(teacher: ResNet, student: ResNet, images, labels, *, batch: in
     """Seconds per epoch of ``dass.train.distill`` (epoch_time of its metrics; first = warm-up)."""
     cfg = load_config(None, [f"space.image_size={size}", f"data.crop_padding={padding}", f"kd.batch_size={batch}",
                              f"kd.epochs={epochs + 1}", "kd.eval_every=1000000", f"run.device={device.type}",
-                             f"train.compile={str(compile_).lower()}"])
+                             f"train.compile={str(compile_).lower()}", "train.amp=auto", "train.channels_last=true",
+                             "train.cudnn_benchmark=true"])
     test_x, test_y = images[:batch], labels[:batch]
     task = TaskData("bench", images, labels, test_x, test_y, teacher.num_classes)
     times: list[float] = []

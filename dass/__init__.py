@@ -4,7 +4,9 @@ Public API (kept stable; the CLI, scripts and notebook use it):
 
 - :mod:`dass.config` -- ``load_config(path, overrides)`` -> typed :class:`~dass.config.Config`
 - :mod:`dass.space` -- ``Arch``, ``SearchSpace`` (sample, teacher, encode, macs, params)
-- :mod:`dass.nets` -- ``ResNet``, ``load_teacher``
+- :mod:`dass.nets` -- ``ResNet``, ``load_teacher`` (a state-dict file into a ResNet)
+- :mod:`dass.teachers` -- ``teacher_status``, ``is_teacher_ready``, ``load_teacher_for``, ``ensure_teacher``
+  (the one notion of a ready teacher; released teachers are read only)
 - :mod:`dass.remap` -- ``remap(teacher, student, strategy)``
 - :mod:`dass.data` -- ``load_task(name, cfg)``, ``make_loader(task, cfg, split, batch_size)``
 - :mod:`dass.train` -- ``train_teacher``, ``distill``, ``kd_student``, ``evaluate``

@@ -68,6 +68,44 @@ def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, flip: bool
     return crop_flip(x, pad, *(None if t is None else t.to(x.device) for t in draws), fill=fill)
 
 
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kx: int = 5, ky: int = 9) -> torch.Tensor:
+    """torchvision's ``GaussianBlur(kernel_size=(kx, ky))`` with one ``sigma`` per image (reflect padding)."""
+    n, c, h, w = x.shape
+
+    def kernels(k: int) -> torch.Tensor:
+        t = torch.linspace(-(k - 1) / 2, (k - 1) / 2, k, device=x.device)
+        g = torch.exp(-0.5 * (t[None] / sigma[:, None].to(x.device)) ** 2)
+        return (g / g.sum(1, keepdim=True)).repeat_interleave(c, 0)      # (n*c, k)
+
+    y = F.pad(x.reshape(1, n * c, h, w), (kx // 2, kx // 2, ky // 2, ky // 2), mode="reflect")
+    y = F.conv2d(y, kernels(kx)[:, None, None, :], groups=n * c)
+    y = F.conv2d(y, kernels(ky)[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+    """torchvision's ``rotate`` (counter-clockwise, about the centre, nearest, no expansion) per image."""
+    a = torch.deg2rad(degrees.to(x.device, torch.float32))
+    cos, sin = torch.cos(a), torch.sin(a)
+    zero = torch.zeros_like(a)
+    # output -> input sampling grid in normalised (x right, y down) coordinates
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x - fill, grid, mode="nearest", padding_mode="zeros", align_corners=False) + fill
+
+
+def heavy_augment(x: torch.Tensor, gen: torch.Generator, fill: float = 0.0) -> torch.Tensor:
+    """The authors' optional teacher augmentation (``--aug``) after crop + flip: another horizontal flip
+    (their "vertical" flip is a second RandomHorizontalFlip), GaussianBlur((5, 9), sigma in [0.1, 5]) and
+    RandomRotation(30..70 degrees); docs/method.md#teachers."""
+    n = x.shape[0]
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    sigma = 0.1 + 4.9 * torch.rand(n, generator=gen)
+    angle = 30.0 + 40.0 * torch.rand(n, generator=gen)
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return rotate(gaussian_blur(x, sigma), angle, fill).contiguous()
+
+
 class BatchLoader:
     """Iterate ``(images, labels)`` batches of one split.
 
@@ -83,7 +121,7 @@ class BatchLoader:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, image_size: int,
                  train: bool, seed: int = 0, device: torch.device | str = "cpu", pad: int = 8,
                  mean: float = 0.5, std: float = 0.5, drop_last: Optional[bool] = None,
-                 preload: Optional[bool] = None, channels_last: bool = False):
+                 preload: Optional[bool] = None, channels_last: bool = False, heavy: bool = False):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.device = torch.device(device)
@@ -93,9 +131,13 @@ class BatchLoader:
         self.mean, self.std = mean, std
         self.drop_last = train if drop_last is None else drop_last
         self.channels_last = channels_last
+        self.heavy = bool(heavy and train)      # the authors' heavy augmentation (teachers, opt-in)
         self.epoch = 0
         self._labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         preload = (self.device.type == "cuda") if preload is None else preload
+        # The prefetched path draws an epoch's crops up front; the heavy augmentation draws per batch, so
+        # the two paths would see different batches: a heavy-augmented loader always streams.
+        preload = preload and not self.heavy
         self._images_t = None
         if preload:
             self._images_t = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
@@ -129,11 +171,14 @@ class BatchLoader:
     def preloaded(self) -> bool:
         return self._images_t is not None
 
-    def _finish(self, x8: torch.Tensor, draws=None) -> torch.Tensor:
-        """uint8 batch -> the model's input: normalise, crop and flip with ``draws`` (train), memory format."""
+    def _finish(self, x8: torch.Tensor, draws=None, gen: Optional[torch.Generator] = None) -> torch.Tensor:
+        """uint8 batch -> the model's input: normalise, crop and flip with ``draws`` (train), the heavy
+        augmentation from ``gen`` when on, memory format."""
         x = to_float(x8, self.image_size, self.mean, self.std)
         if draws is not None:
             x = crop_flip(x, self.pad, *draws, fill=-self.mean / self.std)
+            if self.heavy:
+                x = heavy_augment(x, gen, fill=-self.mean / self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -151,7 +196,7 @@ class BatchLoader:
             draws = None
             if self.train:
                 draws = tuple(t.to(self.device) for t in draw_crop_flip(len(idx), self.pad, g))
-            yield self._finish(x8, draws), y
+            yield self._finish(x8, draws, g), y
 
     def _prefetched(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, bs, nb = len(self.labels), self.batch_size, len(self)

@@ -14,6 +14,7 @@ import argparse
 import errno
 import importlib
 import sys
+from pathlib import Path
 from typing import Optional
 
 from .config import load_config
@@ -34,6 +35,21 @@ COMMANDS = {
 }
 
 
+# Commands whose bare form has its own config: `main.py demo` is the embedded default.
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIGS = {"demo": CONFIG_DIR / "demo.yaml"}
+
+# Long-running steps share these flags (same spelling and meaning everywhere).
+LONG_RUNNING = ("train-teacher", "kd", "build-db", "meta-train", "meta-test", "search", "demo")
+
+
+def _add_common_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--no-progress", action="store_true",
+                    help="no progress bars (one log line per evaluation instead)")
+    sp.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
+                    help="where to run; same as the override run.device=...")
+
+
 def _load(name: str):
     return importlib.import_module(COMMANDS[name][0])
 
@@ -43,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
-        sp.add_argument("--config", default=None, help="YAML config (configs/paper.yaml or configs/demo.yaml)")
+        sp.add_argument("--config", default=None, help="YAML config (configs/paper.yaml or configs/demo.yaml; "
+                        + (f"default {DEFAULT_CONFIGS[name].relative_to(CONFIG_DIR.parent)})" if name in DEFAULT_CONFIGS
+                           else "default: the paper's settings)"))
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. kd.epochs=3")
+        if name in LONG_RUNNING:
+            _add_common_flags(sp)
         mod = _load(name)
         if hasattr(mod, "add_arguments"):
             mod.add_arguments(sp)
@@ -58,7 +78,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        cfg = load_config(args.config, args.overrides)
+        overrides = list(args.overrides)
+        if getattr(args, "device", None):
+            overrides.append(f"run.device={args.device}")
+        config = args.config if args.config is not None else DEFAULT_CONFIGS.get(args.command)
+        cfg = load_config(config, overrides)
         return int(_load(args.command).run(cfg, args) or 0)
     except DassError as e:
         print(f"error: {e}", file=sys.stderr)

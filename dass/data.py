@@ -68,8 +68,35 @@ def _hint(name: str) -> str:
     if GENERATED_TASK.match(name):
         return "generate it with `python main.py make-tasks --config <config>`"
     if name.startswith("tiny_imagenet") or name in KNOWN_NUM_CLASSES:
-        return "download it with the project's downloader or check data.root"
+        return ("download it with `python download/download_dataset.py` or check data.root (for the embedded "
+                "default on generated data use --config configs/demo.yaml)")
     return "check data.root or put the arrays there in the numpy layout"
+
+
+def task_files(name: str, root: str | Path) -> list[Path]:
+    """The files ``load_task`` reads for a task (existence only; contents are checked on loading)."""
+    root = Path(root)
+    m = re.fullmatch(r"tiny_imagenet-(\d+)", name)
+    if m:
+        folder = root / "tiny_imagenet"
+        return [folder / "train_images.npy", tiny_imagenet_labels_path(folder),
+                folder / f"{TINY_IMAGENET_SPLITS}_split" / f"split_{int(m.group(1))}.npz"]
+    folder = root / name
+    files = [folder / f"{s}_{k}.npy" for s in ("train", "test") for k in ("images", "labels")]
+    return files + ([folder / COMPLETE_MARKER] if GENERATED_TASK.match(name) else [])
+
+
+def require_task_files(cfg, names, skip_generated: bool = False) -> None:
+    """Fail at once, before any heavy work, when a task's data file is missing: one line naming the
+    first missing file and how to get it."""
+    for name in names:
+        if skip_generated and GENERATED_TASK.match(name):
+            continue
+        if name == "tiny_imagenet":
+            load_task(name, cfg)   # raises the "needs a split number" error
+        for f in task_files(name, cfg.data.root):
+            if not f.is_file():
+                raise DataError(f"dataset file {f} for task '{name}' does not exist; {_hint(name)}")
 
 
 def load_npy(path: Path, hint: str = "", mmap: bool = True) -> np.ndarray:
@@ -263,6 +290,29 @@ def _read_meta(folder: Path) -> dict:
     return meta
 
 
+def _shown(values) -> str:
+    values = [int(v) for v in values]
+    return ", ".join(map(str, values[:5])) + (", ..." if len(values) > 5 else "")
+
+
+def check_label_sets(train_y: np.ndarray, test_y: np.ndarray, train_path: Path, test_path: Path,
+                     num_classes: Optional[int]) -> None:
+    """Train and test must use the same classes; without a declared ``num_classes`` (inferred as max label
+    + 1) every class id below the largest must occur. A stray label (99 in an 8-class task) would otherwise
+    silently widen the classifier."""
+    tr, te = set(np.unique(train_y).tolist()), set(np.unique(test_y).tolist())
+    for path, extra, other in ((train_path, tr - te, test_path), (test_path, te - tr, train_path)):
+        if extra:
+            raise DataError(f"dataset file {path} has labels {_shown(sorted(extra))} that never occur in {other}; "
+                            f"train and test must use the same classes: fix the labels")
+    if num_classes is not None:
+        return
+    absent = sorted(set(range(max(tr) + 1)) - tr)
+    if absent:
+        raise DataError(f"dataset file {train_path} has labels up to {max(tr)} but none of {_shown(absent)}; class "
+                        f"ids must be 0..K-1 without gaps (or declare num_classes in the folder's meta.json)")
+
+
 def load_numpy_task(root: Path, name: str, num_classes: Optional[int] = None,
                     train_per_class: Optional[int] = None) -> TaskData:
     """The generic layout ``root/<name>/{train,test}_{images,labels}.npy``."""
@@ -276,6 +326,7 @@ def load_numpy_task(root: Path, name: str, num_classes: Optional[int] = None,
         num_classes = _read_meta(folder).get("num_classes")
     train_x, train_y = _read_split(folder, "train", name, num_classes)
     test_x, test_y = _read_split(folder, "test", name, num_classes)
+    check_label_sets(train_y, test_y, folder / "train_labels.npy", folder / "test_labels.npy", num_classes)
     if num_classes is None:
         num_classes = int(max(train_y.max(), test_y.max())) + 1
     if train_per_class is not None:
@@ -310,7 +361,7 @@ def task_names(cfg) -> dict[str, list[str]]:
 
 def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0, device="cpu",
                 train: Optional[bool] = None, drop_last: Optional[bool] = None,
-                preload: Optional[bool] = None, channels_last: Optional[bool] = None):
+                preload: Optional[bool] = None, channels_last: Optional[bool] = None, heavy: bool = False):
     """A :class:`~dass.augment.BatchLoader` over one split of ``task`` with the transforms of docs/method.md#benchmark.
 
     ``train`` (default: ``split == 'train'``) turns on shuffling, random crop with
@@ -329,4 +380,4 @@ def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0,
         channels_last = bool(cfg.train.channels_last)
     return BatchLoader(images, labels, batch_size=batch_size, image_size=cfg.space.image_size, train=train,
                        seed=seed, device=dev, pad=cfg.data.crop_padding, mean=cfg.data.mean, std=cfg.data.std,
-                       drop_last=drop_last, preload=preload, channels_last=channels_last)
+                       drop_last=drop_last, preload=preload, channels_last=channels_last, heavy=heavy)

@@ -4,13 +4,16 @@ The part of the pipeline the authors never released.
 
 For every task of ``cfg.tasks`` (meta-train, meta-valid and meta-test splits) it:
 
-1. loads the task's data and trains its teacher (or loads ``<checkpoint_dir>/teacher/<task>/model_best.pth.tar``);
+1. loads the task's data and its teacher (``dass.teachers.ensure_teacher``: a released or finished teacher
+   is used as is, otherwise one is trained);
 2. writes the teacher's support record (its own encoding, functional map and test accuracy,
    docs/method.md#meta-learning);
-3. samples ``db.num_students`` students with a seed derived from ``db.sample_seed`` and the task name;
+3. samples ``db.num_students`` students (``db.num_students_meta_test`` for a meta-test task; the first
+   ``db.shared_students`` the same for every task) with a seed derived from ``db.sample_seed`` and the task name;
 4. for each student: remaps it from the teacher, computes its functional map on the fixed noise
-   (docs/method.md#embedding), KD-trains it with the ``kd`` recipe and seed ``db.kd_seed`` and records final
-   acc, best acc, final loss, MACs and params;
+   (docs/method.md#embedding), KD-trains it with the ``kd`` recipe once per seed of ``db.kd_seeds`` (else
+   ``db.kd_seed``) and records final acc, best acc, final loss (means over seeds, each seed's kept), MACs
+   and params;
 5. assembles the task's file in the authors' format (``dass.records``).
 
 Work is a deterministic list of (task, student) items. Each finished student is written atomically to
@@ -44,11 +47,11 @@ from .data import load_task
 from .embed import functional_map, noise_input, student_map
 from .errors import CheckpointError, DassError
 from .fastembed import auto_workers, remapped_maps_parallel
-from .io import atomic_torch_save, safe_torch_load, write_csv, write_json
+from .io import atomic_torch_save, safe_torch_load, write_csv
 from .layout import config_layout
 from .logit_cache import TeacherLogitCache
-from .nets import ResNet
 from .metrics import kendall
+from .nets import ResNet
 from .records import (MODES, TaskRecords, TeacherRecord, candidate_dict, candidate_file, dict_to_records,
                       load_records, load_teacher_record, nest_for_authors, net_samples_file, records_to_dict,
                       save_records, save_teacher_record, teacher_file, teacher_record_dict)
@@ -56,6 +59,7 @@ from .remap import remap
 from .set_encoder import dataset_features
 from .space import Arch, SearchSpace
 from .stats import noise_ceiling, spearman_rows
+from .teachers import ensure_teacher
 
 
 def stable_seed(*parts) -> int:
@@ -139,8 +143,10 @@ def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
         space.pop("last_block_full_width", None)
     data = to_dict(cfg)["data"]
     data.pop("root", None)          # where the tasks live does not change them; how they were made does
+    t = cfg.train   # the precision switches change the recorded accuracies (README, decisions table)
+    precision = {"amp": t.amp, "channels_last": t.channels_last, "cudnn_benchmark": t.cudnn_benchmark}
     doc = {"space": space, "kd": kd, "embed": embed, "kd_seed": cfg.db.kd_seed,
-           "task": task, "index": index, "arch": arch.to_dict(), "data": data}
+           "task": task, "index": index, "arch": arch.to_dict(), "data": data, "precision": precision}
     if cfg.db.kd_seeds:   # absent otherwise, so single-seed items keep their fingerprints
         doc["kd_seeds"] = label_seeds(cfg)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
@@ -172,16 +178,15 @@ def load_item(cfg: Config, item: WorkItem) -> Optional[dict]:
 # teachers
 # --------------------------------------------------------------------------------------------- #
 
-def ensure_teacher(cfg: Config, mode: str, task_name: str, data, device, progress: bool = True):
-    """Load the task's trained teacher, training it first when no finished checkpoint exists."""
-    path = train.teacher_dir(cfg, task_name) / "model_best.pth.tar"
-    done = train.teacher_dir(cfg, task_name) / "done.json"
-    if not (path.is_file() and done.is_file()):
-        train.train_teacher(data, cfg, out_dir=train.teacher_dir(cfg, task_name), device=device,
-                            meta_test=(mode == "meta_test"), progress=progress)
-
-        write_json(done, {"task": task_name})
-    return train.load_task_teacher(cfg, task_name, data.num_classes, device)
+def tasks_needing_data(cfg: Config, modes: Optional[list[str]] = None, candidates: bool = True) -> list[str]:
+    """The tasks whose dataset a build will read (unfinished students or teacher record, missing candidate
+    pools), so that a missing file is reported before any training starts."""
+    pending = {(it.mode, it.task) for it in work_items(cfg, modes) if not item_file(cfg, it).is_file()}
+    names = [t for m, t in task_plan(cfg, modes)
+             if (m, t) in pending or not (work_dir(cfg) / m / t / "teacher.pt").is_file()]
+    if candidates:
+        names += [t for t in cfg.tasks.meta_test if not candidate_file(search_root(cfg), t).is_file()]
+    return list(dict.fromkeys(names))
 
 
 def teacher_record(cfg: Config, teacher, acc: float, noise: torch.Tensor) -> TeacherRecord:
@@ -239,7 +244,7 @@ def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_sh
         if not task_items and not need_teacher_files:
             continue
         data = load_task(task_name, cfg)
-        teacher, acc = ensure_teacher(cfg, mode, task_name, data, device, progress)
+        teacher, acc = ensure_teacher(cfg, task_name, data, device, mode == "meta_test", progress)
         teacher.eval()
         if need_teacher_files:
             trec = teacher_record(cfg, teacher, acc, noise)
@@ -408,7 +413,7 @@ def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None
             continue
         sync_net_samples(cfg, samples)  # before any pool is written: the two must agree
         data = load_task(task, cfg)
-        teacher, acc = ensure_teacher(cfg, "meta_test", task, data, device, progress)
+        teacher, acc = ensure_teacher(cfg, task, data, device, True, progress)
         rec = candidate_records(cfg, task, teacher, acc, archs, data.num_classes, device, progress,
                                 _dataset_features(cfg, data))
         d = records_to_dict(rec)
@@ -572,7 +577,7 @@ def _worker_teachers(args) -> None:
 
     device = resolve_device(cfg.run.device)
     for mode, task in tasks:
-        ensure_teacher(cfg, mode, task, load_task(task, cfg), device, progress=False)
+        ensure_teacher(cfg, task, load_task(task, cfg), device, mode == "meta_test", progress=False)
 
 
 def _worker_shard(args) -> dict:

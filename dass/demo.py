@@ -43,7 +43,8 @@ from .remap import remapped_student
 from .search import run_search
 from .space import Arch, SearchSpace
 from .synthetic import generate_tasks
-from .train import distill, load_task_teacher
+from .teachers import load_teacher_for
+from .train import distill
 
 
 class Stages:
@@ -190,7 +191,7 @@ def _distill(cfg: Config, picks: dict, log) -> dict:
     out = {}
     for task, p in picks.items():
         data = load_task(task, cfg)
-        teacher, _ = load_task_teacher(cfg, task, data.num_classes, device)
+        teacher, _ = load_teacher_for(cfg, task, data.num_classes, device)
         out[task] = {}
         logits = TeacherLogitCache.from_config(cfg)  # the three students share each seed's teacher logits
         for who in ("dass", "random", "largest"):

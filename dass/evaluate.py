@@ -14,7 +14,8 @@ docs/method.md#evaluation. For every meta-test task each method scores the task'
   students), the true accuracy of each method's top-1 and top-5 picks against the best student
   inside the budget, with intervals and paired verdicts;
 * ``stats.json`` (everything above), ``predictions.csv`` (every score) and one scatter plot per
-  (task, method).
+  (task, method);
+* ``<name of meta.out>_spearmanr_corr.csv``: the authors' summary (:mod:`dass.spearman_csv`).
 
 ``workers`` > 1 runs the meta-trainings in that many processes of one thread each.
 ``seeds``: meta-train every trained method once per meta-training seed (``meta.seed``), each into its
@@ -43,6 +44,7 @@ from .meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
 from .metrics import nanmean, rank_desc
 from .plots import scatter_svg
 from .records import TaskRecords
+from .spearman_csv import spearman_csv_path, write_spearman_csv
 
 METRICS = ("spearman", "pearson", "kendall", "top1", "top5", "best")
 REFERENCE = "dass"
@@ -250,6 +252,10 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
     write_csv(out / "stats.csv", st["rows"])
     write_csv(out / "search.csv", st["search"])
     write_json(out / "stats.json", st)
+    # the authors' summary beside ours: meta-valid and meta-test Spearman per method
+    valid = [_result_row(rec, m, method_scores(m, rec, predictors, cfg))
+             for rec in load_tasks(cfg, "meta_valid", required=False) for m in names]
+    write_spearman_csv(spearman_csv_path(out, cfg.meta.out), valid, rows)
     return MetaTestReport(rows, st)
 
 

@@ -76,10 +76,17 @@ def build_predictor(cfg, records: TaskRecords) -> Predictor:
         return Predictor(cfg.predictor, int(records.arch_enc.shape[1]), channels)
 
 
-def init_inner_lrs(model: torch.nn.Module, init: float) -> dict[str, torch.Tensor]:
-    """One learnable inner learning rate per parameter entry (Meta-SGD), all ``init`` at start."""
-    return {name: torch.full_like(p, float(init)).detach().requires_grad_(True)
+def init_inner_lrs(model: torch.nn.Module, init: float, learn: bool = True) -> dict[str, torch.Tensor]:
+    """One inner learning rate per parameter entry, all ``init`` at start: learnable (Meta-SGD) or, with
+    ``learn=False``, the fixed scalar rate of plain MAML (``meta.learn_inner_lr``)."""
+    return {name: torch.full_like(p, float(init)).detach().requires_grad_(learn)
             for name, p in model.named_parameters()}
+
+
+def reset_inner_lrs(inner_lrs: dict, init: float) -> dict[str, torch.Tensor]:
+    """The same entries at their initial value: what the authors' search script uses, since it rebuilds
+    the Meta-SGD rates and loads only the weights (docs/method.md#search)."""
+    return {k: torch.full_like(v.detach(), float(init)) for k, v in inner_lrs.items()}
 
 
 def _model_device_dtype(model: torch.nn.Module):
@@ -267,6 +274,10 @@ def _fingerprint(cfg) -> dict:
     m = to_dict(cfg)["meta"]
     meta = {k: m[k] for k in ("outer_lr", "inner_lr_init", "inner_steps", "second_order", "adapt", "n_query",
                               "eval_every", "seed")}
+    if not m["learn_inner_lr"]:   # recorded only when set, so earlier checkpoints still resume
+        meta["learn_inner_lr"] = False
+    if m["acc_type"] != "best":
+        meta["acc_type"] = m["acc_type"]
     return {"predictor": to_dict(cfg)["predictor"], "meta": meta,
             "tasks": {"meta_train": list(cfg.tasks.meta_train), "meta_valid": list(cfg.tasks.meta_valid)}}
 
@@ -321,9 +332,9 @@ class MetaTrainer:
         if cfg.predictor.target_norm == "meta_train":
             accs = torch.cat([t.acc.cpu() for t in self.tasks]).double()
             self.model.set_output_norm(float(accs.mean()), max(float(accs.std()), 1e-3))
-        self.inner_lrs = init_inner_lrs(self.model, m.inner_lr_init) if m.adapt else {}
-        self.optimizer = torch.optim.Adam(list(self.model.parameters()) + list(self.inner_lrs.values()),
-                                          lr=m.outer_lr)
+        self.inner_lrs = init_inner_lrs(self.model, m.inner_lr_init, m.learn_inner_lr) if m.adapt else {}
+        learned = list(self.inner_lrs.values()) if m.learn_inner_lr else []
+        self.optimizer = torch.optim.Adam(list(self.model.parameters()) + learned, lr=m.outer_lr)
         self.generator = torch.Generator().manual_seed(int(m.seed))
         self.episode = 0
         self.best = {"valid_spearman": None, "episode": None}
@@ -499,10 +510,19 @@ def load_tasks(cfg, mode: str, required: bool = True) -> list[TaskRecords]:
         if not task_file(cfg.db.out, mode, task).is_file():
             raise DataError(f"database file {task_file(cfg.db.out, mode, task)} does not exist; build the database "
                             f"first (main.py build-db) or fix config key 'db.out'")
-        rec = load_records(cfg.db.out, mode, task, space, 0, cfg.run.allow_legacy_pickle)
+        rec = with_label(load_records(cfg.db.out, mode, task, space, 0, cfg.run.allow_legacy_pickle),
+                         cfg.meta.acc_type)
         rec.layout = rec.layout or config_layout(cfg)   # the authors' files carry none: the config declares it
         out.append(rec)
     return out
+
+
+def with_label(records: TaskRecords, acc_type: str) -> TaskRecords:
+    """Records whose label field (``best_acc``, which training and evaluation read) holds the accuracy
+    chosen by ``meta.acc_type``: the best evaluation of each KD run or its final one."""
+    if acc_type == "best":
+        return records
+    return dataclasses.replace(records, best_acc=records.final_acc.clone())
 
 
 def train_or_reuse(cfg, train, valid, test, device, progress: bool = True) -> Path:

@@ -8,6 +8,8 @@ Strategies (``kd.remap``):
   (the last blocks); tensors are sliced to their last channels.
 - ``uniform``: blocks and channels are subsampled at evenly spaced (rounded) positions, e.g. a
   student stage of depth 2 under a teacher of depth 5 takes teacher blocks 0 and 4.
+- ``copy_paste_uniform`` / ``copy_paste_uniform_last`` (the authors' ablations): the first / last blocks
+  of each stage, every tensor sliced to every ``total // n``-th channel (the first ``n`` of them).
 - ``random``: no remapping; the student keeps its own Kaiming initialisation.
 
 The stem follows the first block's channel selection, BN running statistics are sliced with the
@@ -25,7 +27,8 @@ import torch.nn.functional as F
 from .errors import ArchError
 from .nets import ResNet, match_channels
 
-STRATEGIES = ("copy_paste_first", "copy_paste_last", "uniform", "random")
+STRATEGIES = ("copy_paste_first", "copy_paste_last", "uniform", "copy_paste_uniform", "copy_paste_uniform_last",
+              "random")
 
 
 def _first(total: int, n: int) -> torch.Tensor:
@@ -42,8 +45,18 @@ def _uniform(total: int, n: int) -> torch.Tensor:
     return torch.round(torch.linspace(0, total - 1, n)).long()
 
 
+def _strided(total: int, n: int) -> torch.Tensor:
+    """Every ``total // n``-th channel, the first ``n`` of them (the authors' ``[::s][:n]``)."""
+    return torch.arange(0, total, total // n)[:n]
+
+
+# strategy -> channel selector (the stem follows the first picked block's channels) ...
 _SELECT: dict[str, Callable[[int, int], torch.Tensor]] = {
-    "copy_paste_first": _first, "copy_paste_last": _last, "uniform": _uniform}
+    "copy_paste_first": _first, "copy_paste_last": _last, "uniform": _uniform,
+    "copy_paste_uniform": _strided, "copy_paste_uniform_last": _strided}
+# ... and block selector, the same unless the authors' variants pair strided channels with first/last blocks
+_BLOCKS: dict[str, Callable[[int, int], torch.Tensor]] = {
+    **_SELECT, "copy_paste_uniform": _first, "copy_paste_uniform_last": _last}
 
 
 Step = tuple   # ("stem", width, teacher_block) or (stage, block, teacher_block, width)
@@ -57,7 +70,7 @@ def remap_steps(teacher: ResNet, arch, strategy: str, stage: Optional[int] = Non
     ``s`` is teacher block ``tb`` sliced to width ``w``. Remapping, the functional embedding and the
     prefix-shared search path all follow these steps (docs/method.md#remap).
     """
-    sel = _SELECT[strategy]
+    sel = _BLOCKS[strategy]   # which teacher blocks; their channels follow _SELECT (TeacherSlices)
     first = int(sel(teacher.arch.depths[0], arch.depths[0])[0])
     steps: list[Step] = [("stem", int(arch.widths[0][0]), first)]
     for s in range(arch.num_stages if stage is None else min(stage, arch.num_stages)):

@@ -27,16 +27,16 @@ import yaml
 
 from .config import Config, resolve_device
 from .data import load_task, make_loader
-from .database import (_dataset_features, candidate_archs, candidate_records, ensure_teacher, load_candidates,
+from .database import (_dataset_features, candidate_archs, candidate_records, load_candidates,
                        search_root)
 from .errors import ConfigError, DassError
 from .io import atomic_torch_save, atomic_write_text, read_authors_yaml, write_csv
 from .layout import config_layout
-from .meta import load_predictor, predict
+from .meta import load_predictor, predict, reset_inner_lrs
 from .methods import get, score, variant_config
-from .nets import load_teacher
 from .records import TaskRecords, candidate_file
 from .space import Arch, SearchSpace
+from .teachers import ensure_teacher, load_teacher_file
 from .train import evaluate
 
 
@@ -92,14 +92,12 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
 
     device = device or resolve_device(cfg.run.device)
     data = load_task(task, cfg)
-    space = SearchSpace.from_config(cfg)
     if teacher_path is not None:
-        teacher = load_teacher(teacher_path, space.teacher(), data.num_classes, space.stage_strides,
-                               cfg.run.allow_legacy_pickle).to(device)
+        teacher = load_teacher_file(cfg, teacher_path, data.num_classes, device, require_acc=False)[0]
         if teacher_acc is None:  # the support label is the teacher's own test accuracy
             teacher_acc, _ = evaluate(teacher, make_loader(data, cfg, "test", 256, device=device), device)
     else:
-        teacher, teacher_acc = ensure_teacher(cfg, "meta_test", task, data, device, progress)
+        teacher, teacher_acc = ensure_teacher(cfg, task, data, device, True, progress)
     return candidate_records(cfg, task, teacher, float(teacher_acc), candidate_archs(cfg), data.num_classes,
                              device, progress, _dataset_features(cfg, data))
 
@@ -110,6 +108,8 @@ def score_candidates(cfg: Config, records: TaskRecords, method: str = "dass",
     if method == "dass":
         ckpt = checkpoint or str(Path(cfg.meta.out) / "best.pt")
         model, lrs, _ = load_predictor(ckpt, device or "cpu")
+        if cfg.search.inner_lr == "initial":
+            lrs = reset_inner_lrs(lrs, cfg.meta.inner_lr_init)
         return predict(model, lrs, records, adapt=cfg.meta.adapt, cfg=cfg).detach().cpu().float().flatten()
 
     if get(method).trained:   # a trained baseline: the predictor meta-test trained for it

@@ -25,11 +25,13 @@ Determinism: the model init is seeded by ``seed`` (``torch.manual_seed``) and th
 ``(seed, epoch)`` (:class:`dass.augment.BatchLoader`), so on CPU a run is bit-identical when repeated
 and after a kill + resume.
 
-On every device: channels_last tensors (``train.channels_last``), and for KD an optional
+Precision: by default fp32 with contiguous tensors and deterministic cuDNN, as the authors' ground truth;
+``train.amp``, ``train.channels_last`` and ``train.cudnn_benchmark`` are opt-in speed switches.
+On every device: optional channels_last tensors (``train.channels_last``), and for KD an optional
 :class:`dass.logit_cache.TeacherLogitCache` through which the students of one task share the frozen
 teacher's logits (the builder and the demo pass one; bench/RESULTS.md has the gain).
 
-CUDA fast path: bf16 autocast (``train.amp``), the uint8 dataset preloaded on the GPU
+CUDA fast path: opt-in bf16 autocast (``train.amp``), the uint8 dataset preloaded on the GPU
 with the epoch's random crops/flips drawn up front and moved in one transfer (no per-step host
 synchronisation: losses and accuracies accumulate on the device and are read once per epoch),
 optional ``torch.compile``. DDP when launched by ``torchrun`` (``WORLD_SIZE > 1``): every rank draws
@@ -95,12 +97,14 @@ class Recipe:
     label_smoothing: float = 0.0
     temperature: float = 0.0
     alpha: float = 0.0
+    heavy_aug: bool = False
 
     @classmethod
     def teacher(cls, cfg, meta_test: bool = False) -> "Recipe":
         t = cfg.teacher
         return cls("teacher", t.epochs, t.batch_size, t.lr_meta_test if meta_test else t.lr, t.momentum,
-                   t.weight_decay, t.nesterov, t.eval_every, label_smoothing=t.label_smoothing)
+                   t.weight_decay, t.nesterov, t.eval_every, label_smoothing=t.label_smoothing,
+                   heavy_aug=t.heavy_aug)
 
     @classmethod
     def kd(cls, cfg) -> "Recipe":
@@ -156,6 +160,14 @@ def amp_dtype(cfg, device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16
 
 
+def set_cudnn(cfg, device: torch.device) -> None:
+    """Deterministic cuDNN kernels, as the authors train (docs/method.md#kd), unless
+    ``train.cudnn_benchmark`` asks for autotuned ones (faster, not bit-reproducible)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(cfg.train.cudnn_benchmark)
+        torch.backends.cudnn.deterministic = not cfg.train.cudnn_benchmark
+
+
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
     if dtype is None:
         return contextlib.nullcontext()
@@ -167,10 +179,12 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 # --------------------------------------------------------------------------------------------- #
 
 def make_loaders(task: TaskData, cfg, batch_size: int, seed: int, device: torch.device,
-                 channels_last: bool = False) -> tuple:
-    """Train and test loaders for ``task`` (:func:`dass.data.make_loader`)."""
+                 channels_last: bool = False, heavy: bool = False) -> tuple:
+    """Train and test loaders for ``task`` (:func:`dass.data.make_loader`); ``heavy`` adds the authors'
+    heavy augmentation to the train split."""
     return tuple(make_loader(task, cfg, split=split, batch_size=batch_size, seed=seed, device=device,
-                             train=split == "train", channels_last=channels_last) for split in ("train", "test"))
+                             train=split == "train", channels_last=channels_last, heavy=heavy and split == "train")
+                 for split in ("train", "test"))
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -244,58 +258,18 @@ def _check_identity(obj: dict, path, arch: Arch, num_classes: int) -> None:
 
 
 def load_model_checkpoint(path, arch: Arch, num_classes: int, strides: Sequence[int] = (1, 2, 2, 2),
-                          allow_pickle: bool = False, device="cpu", what: str = "teacher checkpoint"
-                          ) -> tuple[ResNet, float]:
-    """Build ``ResNet(arch)`` and load ``path`` strictly; return ``(model, best_acc_percent)``."""
+                          allow_pickle: bool = False, device="cpu", what: str = "teacher checkpoint",
+                          require_acc: bool = True) -> tuple[ResNet, Optional[float]]:
+    """Build ``ResNet(arch)`` and load ``path`` strictly; return ``(model, best_acc_percent)``
+    (``None`` for a file without ``best_acc`` when not ``require_acc``)."""
     obj = safe_torch_load(path, allow_pickle=allow_pickle, what=what)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not a model checkpoint (expected a dict with key 'state_dict')")
     _check_identity(obj, path, arch, num_classes)
-    acc = checkpoint_accuracy(obj, path)
+    acc = checkpoint_accuracy(obj, path) if require_acc or "best_acc" in obj else None
     model = ResNet(arch, num_classes, strides)
     load_state_dict_strict(model, extract_state_dict(obj, str(path)), str(path))
     return model.to(device), acc
-
-
-def teacher_dir(cfg, task_name: str) -> Path:
-    """``<run.checkpoint_dir>/teacher/<task>/`` (the authors' ``checkpoint/teacher/<task>``)."""
-    return Path(cfg.run.checkpoint_dir) / "teacher" / task_name
-
-
-def teacher_status(cfg, task_name: str) -> str:
-    """``missing``, ``incomplete`` (training stopped part-way) or ``complete``.
-
-    Complete: ``model_best`` exists and the run finished (``result.json``), or ``model_best`` is
-    there without a resumable ``checkpoint`` (a released teacher, e.g. the authors').
-    """
-    d = teacher_dir(cfg, task_name)
-    if not (d / BEST).is_file():
-        return "incomplete" if (d / CHECKPOINT).is_file() else "missing"
-    if (d / RESULT).is_file() or not (d / CHECKPOINT).is_file():
-        return "complete"
-    return "incomplete"
-
-
-def load_task_teacher(cfg, task_name: str, num_classes: int, device="cpu") -> tuple[ResNet, float]:
-    """The trained teacher of a task, loaded strictly, frozen, in eval mode; and its accuracy (%).
-
-    The architecture is the space's teacher. A checkpoint for another architecture or class count
-    raises :class:`CheckpointError` naming the file.
-    """
-    space = SearchSpace.from_config(cfg)
-    d = teacher_dir(cfg, task_name)
-    path = d / BEST
-    status = teacher_status(cfg, task_name)
-    if status == "missing":
-        raise CheckpointError(f"teacher checkpoint {path} does not exist; train it with `python main.py "
-                              f"train-teacher --task {task_name}` (or put the released teacher there)")
-    if status == "incomplete":
-        raise CheckpointError(f"teacher of {task_name} in {d} is still training (no {RESULT}); re-run "
-                              f"`python main.py train-teacher --task {task_name}` to finish it")
-    model, acc = load_model_checkpoint(path, space.teacher(), num_classes, space.stage_strides,
-                                       cfg.run.allow_legacy_pickle, device)
-    freeze(model)
-    return model, acc
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -376,8 +350,7 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         torch.set_num_threads(cfg.train.num_threads)
     dtype = amp_dtype(cfg, device)
     channels_last = bool(cfg.train.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    set_cudnn(cfg, device)
     torch.manual_seed(seed)
 
     raw = model.to(device)
@@ -388,7 +361,8 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         if channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
 
-    train_loader, test_loader = make_loaders(task, cfg, recipe.batch_size, seed, device, channels_last)
+    train_loader, test_loader = make_loaders(task, cfg, recipe.batch_size, seed, device, channels_last,
+                                             recipe.heavy_aug)
     iters = len(train_loader)
     if iters == 0:
         raise ConfigError(f"task {task.name} has {len(task.train_labels)} training images, fewer than one batch of "
@@ -616,13 +590,17 @@ def _finish_files(run: _Run, result: dict, cfg, method: str) -> dict:
 def train_teacher(task: TaskData, cfg, arch: Optional[Arch] = None, out_dir=None, device="cpu",
                   meta_test: bool = False, progress: bool = True,
                   on_epoch_end: Optional[EpochCallback] = None) -> dict:
-    """Train a task's teacher (docs/method.md#teachers) into ``out_dir`` (default :func:`teacher_dir`); resumes.
+    """Train a task's teacher (docs/method.md#teachers) into ``out_dir`` (default :func:`dass.teachers.teacher_dir`);
+    resumes. A directory holding a released teacher is refused (:func:`dass.teachers.check_not_released`).
 
     Returns ``final_acc``, ``best_acc``, ``final_loss``, ``epochs``, ``checkpoint`` (model_best path).
     """
     space = SearchSpace.from_config(cfg)
     arch = space.validate(arch) if arch is not None else space.teacher()
+    from .teachers import check_not_released, teacher_dir
+
     out_dir = Path(out_dir) if out_dir is not None else teacher_dir(cfg, task.name)
+    check_not_released(out_dir)
     seed = cfg.teacher.seed
     torch.manual_seed(seed)  # the teacher's initialisation
     model = ResNet(arch, task.num_classes, space.stage_strides)

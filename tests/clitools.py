@@ -53,7 +53,7 @@ def tiny_config(tmp: Path, data_root: Path, **sections) -> dict:
         "train": {"num_threads": 1},
         "db": {"out": str(tmp / "db"), "num_students": 3, "num_candidates": 4},
         "predictor": {"dataset_samples_per_class": 2, "dataset_feature_dim": 8},
-        "meta": {"out": str(tmp / "meta")},
+        "meta": {"out": str(tmp / "meta"), "n_query": 2},
         "search": {"out": str(tmp / "search")},
         "run": {"device": "cpu", "checkpoint_dir": str(tmp / "ckpt"), "out_dir": str(tmp / "runs")},
     }

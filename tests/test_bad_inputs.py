@@ -94,6 +94,25 @@ def test_missing_dataset_file(tmp_path, data_root):
               needles=(str(d / "toy-0" / "train_labels.npy"), "does not exist"))
 
 
+@pytest.mark.parametrize("argv", [
+    ["build-db", "--no-progress"],
+    ["search", "--method", "macs"],
+    ["kd", "--task", "toy-2", "--arch", ARCH],
+    ["demo"],
+])
+def test_missing_data_fails_before_any_work(tmp_path, data_root, argv):
+    d = _own_data(tmp_path, data_root)
+    (d / "toy-2" / "test_images.npy").unlink()       # the meta-test task: build-db would reach it last
+    cfg = tiny_config(tmp_path, d, demo={"out": str(tmp_path / "demo")})
+    _cli_case(tmp_path, cfg, *argv, needles=(str(d / "toy-2" / "test_images.npy"), "does not exist"))
+
+
+def test_the_demo_on_the_paper_config_names_the_missing_file_and_the_demo_config(tmp_path):
+    cfg = {"data": {"root": str(tmp_path / "data")}, "demo": {"out": str(tmp_path / "demo")}}
+    line = _cli_case(tmp_path, cfg, "demo", needles=("tiny_imagenet", "does not exist", "configs/demo.yaml"))
+    assert str(tmp_path / "data" / "tiny_imagenet" / "train_images.npy") in line
+
+
 def test_truncated_npy(tmp_path, data_root):
     d = _own_data(tmp_path, data_root)
     p = d / "toy-0" / "train_images.npy"
@@ -110,6 +129,30 @@ def test_label_out_of_range(tmp_path, data_root):
     np.save(d / "toy-0" / "test_labels.npy", lab)
     _cli_case(tmp_path, tiny_config(tmp_path, d), "train-teacher", "--task", "toy-0",
               needles=(str(d / "toy-0" / "test_labels.npy"), "[0, 7]", "[0, 3)"))
+
+
+@pytest.mark.parametrize("split,bad,needle", [
+    ("train", 99, "labels 99 that never occur in"),             # a stray id would widen the classifier to 100
+    ("test", 2, "labels 2 that never occur in"),                 # train has classes 0, 1 only
+])
+def test_train_and_test_label_sets_must_agree(tmp_path, data_root, split, bad, needle):
+    d = _own_data(tmp_path, data_root)
+    for s in ("train", "test"):
+        lab = np.load(d / "toy-0" / f"{s}_labels.npy") % 2
+        if s == split:
+            lab[3] = bad
+        np.save(d / "toy-0" / f"{s}_labels.npy", lab)
+    _cli_case(tmp_path, tiny_config(tmp_path, d), "train-teacher", "--task", "toy-0",
+              needles=(str(d / "toy-0" / f"{split}_labels.npy"), needle))
+
+
+def test_label_ids_with_a_gap(tmp_path, data_root):
+    d = _own_data(tmp_path, data_root)
+    for s in ("train", "test"):
+        lab = np.load(d / "toy-0" / f"{s}_labels.npy")
+        np.save(d / "toy-0" / f"{s}_labels.npy", np.where(lab == 2, 5, lab))   # classes 0, 1, 5
+    _cli_case(tmp_path, tiny_config(tmp_path, d), "train-teacher", "--task", "toy-0",
+              needles=(str(d / "toy-0" / "train_labels.npy"), "none of 2, 3, 4"))
 
 
 # --------------------------------------------------------------------------------------------- #

@@ -140,11 +140,14 @@ def test_first_per_class_golden():
 def test_generic_layout_num_classes_from_meta_or_labels(tmp_path):
     write_numpy_task(tmp_path / "mine", images(6), np.array([0, 1, 2, 0, 1, 2]), images(3), np.array([0, 1, 3]))
     cfg = cfg_for(tmp_path)
+    with pytest.raises(DataError, match=r"train_labels\.npy has labels 2 that never occur in .*test_labels\.npy"):
+        load_task("mine", cfg)                                   # not silently a 4-class task
+    write_numpy_task(tmp_path / "mine", images(6), np.array([0, 1, 2, 3, 1, 2]), images(4), np.array([0, 1, 3, 2]))
     assert load_task("mine", cfg).num_classes == 4
     (tmp_path / "mine" / "meta.json").write_text(json.dumps({"num_classes": 6}))
     assert load_task("mine", cfg).num_classes == 6
     (tmp_path / "mine" / "meta.json").write_text(json.dumps({"num_classes": 3}))
-    with pytest.raises(DataError, match=r"test_labels\.npy has labels in \[0, 3\], expected \[0, 3\)"):
+    with pytest.raises(DataError, match=r"train_labels\.npy has labels in \[0, 3\], expected \[0, 3\)"):
         load_task("mine", cfg)
     (tmp_path / "mine" / "meta.json").write_text("{not json")
     with pytest.raises(DataError, match=r"meta\.json is not valid JSON"):

@@ -21,7 +21,7 @@ def tiny_cfg(data_root, out, ckpt, **over):
          "space.stage_widths=[4,8,8,16]", "space.max_depth=2", "space.width_multipliers=[0.5,1.0]",
          "space.image_size=8", "data.crop_padding=1", "tasks.meta_train=[toy-0]", "tasks.meta_valid=[toy-1]",
          "tasks.meta_test=[toy-2]", "teacher.epochs=1", "teacher.batch_size=16", "kd.epochs=1",
-         "kd.batch_size=16", "kd.eval_every=1", "teacher.eval_every=1", "db.num_students=3",
+         "kd.batch_size=16", "kd.eval_every=1", "teacher.eval_every=1", "db.num_students=3", "meta.n_query=2",
          "db.num_candidates=4", "predictor.dataset_samples_per_class=2", "predictor.dataset_feature_dim=8"]
     o += [f"{k}={v}" for k, v in over.items()]
     return load_config(None, o)
@@ -176,7 +176,8 @@ def test_fingerprint_ignores_speed_settings_only(tmp_path):
     base = db.fingerprint(tiny_cfg(tmp_path, tmp_path / "db", tmp_path / "ck"), "toy-0", 0, arch)
     speed = tiny_cfg(tmp_path, tmp_path / "db", tmp_path / "ck", **{"kd.logit_cache_mb": 0, "embed.workers": 3})
     assert db.fingerprint(speed, "toy-0", 0, arch) == base
-    for key, value in (("kd.lr", 0.123), ("embed.noise_seed", 5), ("kd.epochs", 2)):
+    for key, value in (("kd.lr", 0.123), ("embed.noise_seed", 5), ("kd.epochs", 2), ("train.amp", "bf16"),
+                       ("train.channels_last", True), ("train.cudnn_benchmark", True)):
         other = tiny_cfg(tmp_path, tmp_path / "db", tmp_path / "ck", **{key: value})
         assert db.fingerprint(other, "toy-0", 0, arch) != base, key
 
@@ -261,10 +262,10 @@ def test_multi_seed_items_are_not_mixed_with_single_seed_ones(reference, data_ro
 
 def test_fingerprint_unchanged_while_last_block_full_width_is_off():
     """A pinned fingerprint: a change invalidates every build's finished items, so it changes only on
-    purpose (last: the data section joined it). Turning last_block_full_width on changes it."""
+    purpose (last: the data and precision sections joined it). Turning last_block_full_width on changes it."""
     from dass.space import Arch
 
     arch = Arch([1, 1, 1, 1], [[32], [64], [128], [256]])
-    assert db.fingerprint(load_config(None, []), "cub", 3, arch) == "fe318d2ea30a0632ba7b"
+    assert db.fingerprint(load_config(None, []), "cub", 3, arch) == "d2a7daea0b20cc30d964"
     on = load_config(None, ["space.last_block_full_width=true"])
-    assert db.fingerprint(on, "cub", 3, arch) != "fe318d2ea30a0632ba7b"
+    assert db.fingerprint(on, "cub", 3, arch) != "d2a7daea0b20cc30d964"

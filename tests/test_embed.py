@@ -26,7 +26,8 @@ def test_teacher_map_shape(teacher):
     assert teacher.training is False
 
 
-@pytest.mark.parametrize("strategy", ["copy_paste_first", "copy_paste_last", "uniform"])
+@pytest.mark.parametrize("strategy", ["copy_paste_first", "copy_paste_last", "uniform", "copy_paste_uniform",
+                                      "copy_paste_uniform_last"])
 @pytest.mark.parametrize("k", range(6))
 def test_fast_path_equals_module_path(teacher, strategy, k):
     arch = PAPER.sample_many(6, rng=99)[k]

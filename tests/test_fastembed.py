@@ -21,7 +21,8 @@ def _teacher(space, classes=5, seed=0):
     return t
 
 
-@pytest.mark.parametrize("strategy", ["copy_paste_first", "copy_paste_last", "uniform"])
+@pytest.mark.parametrize("strategy", ["copy_paste_first", "copy_paste_last", "uniform", "copy_paste_uniform",
+                                      "copy_paste_uniform_last"])
 @pytest.mark.parametrize("stage,num_noise", [(4, 1), (3, 2)])
 def test_bit_identical_to_remapped_map_small_space(small_space, strategy, stage, num_noise):
     t = _teacher(small_space)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from dass import train
+from dass import teachers, train
 from dass.augment import BatchLoader
 from dass.cli import main
 from dass.config import load_config
@@ -118,8 +118,8 @@ def test_teacher_training_learns_and_writes_run_dir(trained):
     assert rows[0].split(",")[:4] == ["data", "proxy", "seed", "best acc"]     # the authors' columns first
     assert rows[1].split(",")[:4] == [TASK, "teacher", "0", str(round(r["best_acc"], 3))]
 
-    assert train.teacher_status(cfg, TASK) == "complete"
-    teacher, acc = train.load_task_teacher(cfg, TASK, 8)
+    assert teachers.teacher_status(cfg, TASK) == "trained"
+    teacher, acc = teachers.load_teacher_for(cfg, TASK, 8)
     assert acc == r["best_acc"] and not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
     test = BatchLoader(task.test_images, task.test_labels, 32, 16, train=False, pad=2)
@@ -147,7 +147,7 @@ def test_resume_with_other_recipe_is_refused(trained):
 
 def test_kd_kill_and_resume_is_bit_identical(trained, tmp_path):
     root, cfg, task, _ = trained
-    teacher, _ = train.load_task_teacher(cfg, TASK, 8)
+    teacher, _ = teachers.load_teacher_for(cfg, TASK, 8)
     cfg = make_cfg(tmp_path)
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     ra = train.kd_student(teacher, STUDENT, task, cfg, seed=1, out_dir=a, progress=False)
@@ -198,7 +198,7 @@ def test_kd_kill_and_resume_is_bit_identical(trained, tmp_path):
 
 def test_distill_in_memory_writes_nothing_and_repeats_exactly(trained, tmp_path, monkeypatch):
     root, cfg, task, _ = trained
-    teacher, _ = train.load_task_teacher(cfg, TASK, 8)
+    teacher, _ = teachers.load_teacher_for(cfg, TASK, 8)
     cfg = make_cfg(tmp_path, "kd.epochs=2")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -222,7 +222,7 @@ def test_distill_in_memory_writes_nothing_and_repeats_exactly(trained, tmp_path,
 
 def test_kd_seeds_summary(trained, tmp_path):
     root, cfg, task, _ = trained
-    teacher, _ = train.load_task_teacher(cfg, TASK, 8)
+    teacher, _ = teachers.load_teacher_for(cfg, TASK, 8)
     cfg = make_cfg(tmp_path, "kd.epochs=1")
     s = train.kd_seeds(teacher, STUDENT, task, cfg, method="dass", progress=False)
     base = tmp_path / "runs" / "kd" / TASK / train.arch_slug(STUDENT)
@@ -243,10 +243,10 @@ def test_kd_seeds_summary(trained, tmp_path):
 def test_teacher_checkpoints_are_checked(tmp_path):
     cfg = make_cfg(tmp_path)
     space = SearchSpace.from_config(cfg)
-    d = train.teacher_dir(cfg, TASK)
+    d = teachers.teacher_dir(cfg, TASK)
     path = d / "model_best.pth.tar"
     with pytest.raises(CheckpointError, match="does not exist.*train-teacher --task synth-0"):
-        train.load_task_teacher(cfg, TASK, 8)
+        teachers.load_teacher_for(cfg, TASK, 8)
 
     torch.manual_seed(0)
     good = ResNet(space.teacher(), 8, space.stage_strides)
@@ -254,7 +254,7 @@ def test_teacher_checkpoints_are_checked(tmp_path):
     authors = {"state_dict": {f"module.{k}": v for k, v in good.state_dict().items()},
                "best_acc": torch.tensor([63.25]), "epoch": 179, "optimizer": {}}
     atomic_torch_save(authors, path)
-    model, acc = train.load_task_teacher(cfg, TASK, 8)
+    model, acc = teachers.load_teacher_for(cfg, TASK, 8)
     assert acc == pytest.approx(63.25)
     assert torch.equal(model.fc.weight, good.fc.weight)
 
@@ -268,17 +268,17 @@ def test_teacher_checkpoints_are_checked(tmp_path):
     for obj, msg in cases:
         atomic_torch_save(obj, path)
         with pytest.raises(CheckpointError, match=msg) as e:
-            train.load_task_teacher(cfg, TASK, 8)
+            teachers.load_teacher_for(cfg, TASK, 8)
         assert str(path) in str(e.value) and "\n" not in str(e.value)
 
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt"):
-        train.load_task_teacher(cfg, TASK, 8)
+        teachers.load_teacher_for(cfg, TASK, 8)
     path.unlink()
     atomic_torch_save({"epoch": 1}, d / "checkpoint.pth.tar")  # a run that was killed part-way
-    assert train.teacher_status(cfg, TASK) == "incomplete"
+    assert teachers.teacher_status(cfg, TASK) == "incomplete"
     with pytest.raises(CheckpointError, match="still training"):
-        train.load_task_teacher(cfg, TASK, 8)
+        teachers.load_teacher_for(cfg, TASK, 8)
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -314,13 +314,14 @@ def test_cli_train_teacher_then_kd(capsys, tmp_path, monkeypatch):
 
     task = tiny_task(n_train=64, n_test=32)
     monkeypatch.setattr(dass.data, "load_task", lambda name, cfg: task if name == TASK else None)
+    monkeypatch.setattr(dass.data, "require_task_files", lambda cfg, names, **k: None)   # the data is in memory
     common = ["--config", "configs/demo.yaml", f"run.out_dir={tmp_path}/runs", f"run.checkpoint_dir={tmp_path}/ck",
               f"search.out={tmp_path}/search", "teacher.epochs=1", "kd.epochs=1", "teacher.batch_size=32",
               "kd.batch_size=32"]
     rc, out, _ = _cli(capsys, "train-teacher", "--task", TASK, *common)
     assert rc == 0 and f"{TASK}" in out and "trained" in out
     rc, out, _ = _cli(capsys, "train-teacher", "--task", TASK, *common)
-    assert rc == 0 and "skipped (complete)" in out
+    assert rc == 0 and "skipped (trained)" in out
 
     search = tmp_path / "search"
     search.mkdir()
@@ -359,7 +360,7 @@ def test_cuda_fast_path(tmp_path):
     r = train.train_teacher(task, cfg, device=dev, progress=False)
     assert 0 <= r["best_acc"] <= 100 and np.isfinite(r["final_loss"])
     assert train.amp_dtype(cfg, dev) in (torch.bfloat16, torch.float16)
-    teacher, acc = train.load_task_teacher(cfg, TASK, 8, dev)
+    teacher, acc = teachers.load_teacher_for(cfg, TASK, 8, dev)
     rk = train.kd_student(teacher, STUDENT, task, cfg, seed=1, device=dev, out_dir=None, progress=False)
     assert np.isfinite(rk["final_loss"])
     # the preloaded batch path issues no blocking host<->device copies per step

@@ -19,12 +19,12 @@ def add_arguments(p) -> None:
     p.add_argument("--merge", action="store_true", help="only assemble the task files from finished shards")
     p.add_argument("--no-candidates", action="store_true", help="skip the search-candidate pools of meta-test datasets")
     p.add_argument("--report", action="store_true", help="only print the sanity report of an existing database")
-    p.add_argument("--no-progress", action="store_true")
 
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from .. import database as db
+    from ..data import require_task_files
 
     modes = args.split
     if args.num_shards < 1 or args.workers < 1:
@@ -32,6 +32,9 @@ def run(cfg, args) -> int:
     if args.workers > 1 and args.num_shards > 1:
         raise DassError("use either --workers (local processes) or --shard/--num-shards (separate jobs), not both")
     if not args.report:
+        if not args.merge:
+            with_candidates = not args.no_candidates and (modes is None or "meta_test" in modes)
+            require_task_files(cfg, db.tasks_needing_data(cfg, modes, with_candidates))
         save_config(cfg, cfg.db.out, {"command": "build-db"})
         t0 = time.time()
         if args.merge:

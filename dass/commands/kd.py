@@ -143,8 +143,9 @@ def parse_seeds(text) -> list[int]:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..data import load_task
-    from ..train import dist_env, kd_seeds, kd_student, kd_run_dir, load_task_teacher, setup_device
+    from ..data import load_task, require_task_files
+    from ..teachers import load_teacher_for
+    from ..train import dist_env, kd_seeds, kd_student, kd_run_dir, setup_device
 
     name = check_task(cfg, args.task)
     space = SearchSpace.from_config(cfg)
@@ -163,15 +164,16 @@ def run(cfg, args) -> int:
     for a in archs:
         space.validate(a)
 
+    require_task_files(cfg, [name])
     device = setup_device(cfg)
     task = load_task(name, cfg)
-    teacher, t_acc = load_task_teacher(cfg, name, task.num_classes, device)
+    teacher, t_acc = load_teacher_for(cfg, name, task.num_classes, device)
     lead = dist_env()[0] == 0
     if lead:
         print(f"# teacher of {name}: {t_acc:.2f}% test accuracy")
 
     if args.archs is None:
-        s = kd_seeds(teacher, archs[0], task, cfg, device, seeds=seeds, method=method)
+        s = kd_seeds(teacher, archs[0], task, cfg, device, seeds=seeds, method=method, progress=not args.no_progress)
         if lead:
             for r in s["runs"]:
                 print(f"seed {r['seed']}: best acc {r['best_acc']:.2f}  final acc {r['final_acc']:.2f}  ({r['run_dir']})")
@@ -184,7 +186,7 @@ def run(cfg, args) -> int:
     for i, arch in enumerate(archs):
         for seed in seeds:
             r = kd_student(teacher, arch, task, cfg, seed, device, kd_run_dir(cfg, name, arch, seed),
-                           progress=True, method=method)
+                           progress=not args.no_progress, method=method)
             rows.append({"net_index": i, "seed": seed, "arch": str(arch), **arch.to_dict(),
                          "best_acc": r["best_acc"], "final_acc": r["final_acc"], "final_loss": r["final_loss"],
                          "macs": space.macs(arch, num_classes=task.num_classes),

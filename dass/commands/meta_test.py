@@ -26,7 +26,6 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="meta-train the per-seed/baseline predictors in N processes of one thread each")
     p.add_argument("--out", default=None, help="output folder (default: <meta.out>/meta_test)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def parse_seeds(text):

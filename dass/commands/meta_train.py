@@ -18,7 +18,6 @@ def add_arguments(p) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in meta.out from its last.pt")
     g.add_argument("--fresh", action="store_true", help="discard the run in meta.out and start over")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _fmt(v) -> str:

@@ -17,14 +17,18 @@ def add_arguments(p) -> None:
     p.add_argument("--method", default=None, choices=list(REGISTRY),
                    help="default: search.method (dass). Trained baselines use the predictor meta-test trained. "
                         + help_text())
-    p.add_argument("--no-progress", action="store_true")
 
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
+    from ..data import require_task_files
+    from ..database import search_root
+    from ..records import candidate_file
     from ..search import format_top, run_search
 
     tasks = args.task or list(cfg.tasks.meta_test)
+    # tasks without a stored candidate pool (or with the user's own teacher) are embedded from their data
+    require_task_files(cfg, [t for t in tasks if args.teacher or not candidate_file(search_root(cfg), t).is_file()])
     save_config(cfg, cfg.search.out, {"command": "search", "tasks": tasks})
     for task in tasks:
         res = run_search(cfg, task, args.method, args.checkpoint, teacher_path=args.teacher,

@@ -4,13 +4,12 @@
 ``--task NAME`` trains one task; ``--task all`` every task of ``tasks.meta_train``,
 ``tasks.meta_valid`` and ``tasks.meta_test``. Meta-test tasks (or any task with ``--meta-test``) use
 ``teacher.lr_meta_test``, as the authors' teachers of the unseen datasets do. A task whose teacher is
-complete (``<run.checkpoint_dir>/teacher/<task>/model_best.pth.tar`` of a finished run, or a released
-teacher) is skipped; an interrupted one resumes. Prints a table of accuracies.
+ready (:mod:`dass.teachers`: a finished run of ours or a released ``model_best.pth.tar``) is checked
+against the task and skipped, never retrained; an interrupted one resumes. Prints a table of accuracies.
 """
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..io import safe_torch_load
 
 
 def add_arguments(p) -> None:
@@ -40,26 +39,25 @@ def check_task(cfg, name: str) -> str:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..data import load_task
-    from ..train import (BEST, checkpoint_accuracy, dist_env, setup_device, teacher_dir, teacher_status,
-                         train_teacher)
+    from ..data import load_task, require_task_files
+    from ..teachers import is_teacher_ready, load_teacher_for, teacher_dir, teacher_status
+    from ..train import dist_env, setup_device, train_teacher
 
     if args.task == "all":
         jobs = [(n, n in cfg.tasks.meta_test or args.meta_test) for n in known_tasks(cfg)]
     else:
         name = check_task(cfg, args.task)
         jobs = [(name, name in cfg.tasks.meta_test or args.meta_test)]
+    require_task_files(cfg, [n for n, _ in jobs])
     device = setup_device(cfg)
     rows = []
     for name, meta_test in jobs:
-        if teacher_status(cfg, name) == "complete":
-            path = teacher_dir(cfg, name) / BEST
-            acc = checkpoint_accuracy(safe_torch_load(path, allow_pickle=cfg.run.allow_legacy_pickle,
-                                                      what="teacher checkpoint"), path)
-            rows.append((name, meta_test, "skipped (complete)", None, acc))
-            continue
         task = load_task(name, cfg)
-        r = train_teacher(task, cfg, device=device, meta_test=meta_test, progress=True)
+        if is_teacher_ready(cfg, name):  # checked, never retrained: a bad ready file is an error naming it
+            acc = load_teacher_for(cfg, name, task.num_classes)[1]
+            rows.append((name, meta_test, f"skipped ({teacher_status(cfg, name)})", None, acc))
+            continue
+        r = train_teacher(task, cfg, device=device, meta_test=meta_test, progress=not args.no_progress)
         rows.append((name, meta_test, "trained", r["final_acc"], r["best_acc"]))
     if dist_env()[0] == 0:
         print(f"{'task':<24} {'lr':>7} {'status':<20} {'final acc':>9} {'best acc':>9}")

@@ -1,0 +1,45 @@
+"""Inner learning rates: learned (Meta-SGD) or fixed, and which ones the search adapts with."""
+import pytest
+import torch
+
+from dass.meta import MetaTrainer, load_predictor, load_tasks, predict, reset_inner_lrs
+from dass.search import score_candidates
+from dass.testing import fixture_db_for_config
+from test_meta import small_cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A short seeded meta-training (Meta-SGD) and its best checkpoint."""
+    tmp = tmp_path_factory.mktemp("inner")
+    cfg = small_cfg(tmp, "meta.episodes=6", "meta.eval_every=3")
+    fixture_db_for_config(cfg)
+    splits = [load_tasks(cfg, m) for m in ("meta_train", "meta_valid", "meta_test")]
+    s = MetaTrainer(cfg, *splits, cfg.meta.out, "cpu", progress=False).run()
+    return tmp, cfg, splits, s["checkpoint"]
+
+
+def test_search_adapts_with_learned_or_initial_inner_rates(trained):
+    tmp, cfg, (_, _, test), ckpt = trained
+    rec = test[0]
+    model, lrs, _ = load_predictor(ckpt)
+    assert any(not torch.allclose(v, torch.full_like(v, 0.005)) for v in lrs.values())   # they were learned
+    learned = score_candidates(cfg, rec, "dass", ckpt)
+    initial = score_candidates(small_cfg(tmp, "search.inner_lr=initial"), rec, "dass", ckpt)
+    assert not torch.allclose(learned, initial)
+    assert torch.equal(learned, predict(model, lrs, rec, cfg=cfg))                   # meta-test's prediction
+    assert torch.equal(initial, predict(model, reset_inner_lrs(lrs, 0.005), rec, cfg=cfg))
+
+
+def test_fixed_scalar_inner_rate_is_not_learned(trained):
+    tmp, _, splits, ckpt = trained
+    cfg = small_cfg(tmp, "meta.episodes=6", "meta.eval_every=3", "meta.learn_inner_lr=false",
+                    f"meta.out={tmp / 'fixed'}")
+    t = MetaTrainer(cfg, *splits, cfg.meta.out, "cpu", progress=False)
+    assert all(not v.requires_grad for v in t.inner_lrs.values())
+    s = t.run()
+    _, lrs, _ = load_predictor(s["checkpoint"])
+    assert all(torch.equal(v, torch.full_like(v, 0.005)) for v in lrs.values())
+    meta_sgd, _, _ = load_predictor(ckpt)
+    fixed, _, _ = load_predictor(s["checkpoint"])
+    assert any(not torch.equal(a, b) for a, b in zip(meta_sgd.state_dict().values(), fixed.state_dict().values()))
