@@ -121,7 +121,8 @@ def _released_teacher(cfg: dict, task: str, num_classes: int) -> None:
 
 def test_meta_test_search_and_kd_on_the_authors_files(authors_tree, tmp_path, capsys):
     space, root = authors_tree
-    cfg = tiny_config(tmp_path, write_toy_tasks(tmp_path / "data", 24, 12), db={"out": str(root / "ours")},
+    # the authors' tasks hold 8 students: 7 >= n_query + 1 as their sampler needs
+    cfg = tiny_config(tmp_path, write_toy_tasks(tmp_path / "data", 24, 12), db={"out": str(root / "ours"), "num_students": 7},
                       meta={"out": str(tmp_path / "meta"), "episodes": 4, "eval_every": 2, "n_query": 6})
     _released_teacher(cfg, "toy-2", 3)
     conf = str(write_config(tmp_path / "c.yaml", cfg))

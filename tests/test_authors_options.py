@@ -101,7 +101,7 @@ def test_meta_test_writes_the_authors_spearman_csv(tmp_path, trained_small):
     import csv
 
     from dass.meta import evaluate_task, load_predictor, load_tasks, predict
-    from dass.meta_test import run_meta_test
+    from dass.evaluate import run_meta_test
 
     cfg, ckpt = trained_small
     run_meta_test(cfg, ckpt, baselines="macs", progress=False, out=tmp_path / "mt")

@@ -22,7 +22,7 @@ def built(tmp_path_factory):
     """A database built by ``build-db`` and a predictor meta-trained on it (tiny space, 8 px)."""
     tmp = tmp_path_factory.mktemp("layout")
     cfg = tiny_config(tmp, write_toy_tasks(tmp / "data", 24, 12),
-                      meta={"out": str(tmp / "meta"), "episodes": 2, "eval_every": 2, "n_query": 3})
+                      meta={"out": str(tmp / "meta"), "episodes": 2, "eval_every": 2, "n_query": 2})
     conf = str(write_config(tmp / "c.yaml", cfg))
     for cmd in (["build-db", "--no-progress"], ["meta-train", "--no-progress"]):
         assert main([*cmd, "--config", conf]) == 0
@@ -90,7 +90,7 @@ def test_mixed_database_files_are_refused(built, tmp_path, capsys):
 
 def test_files_without_a_layout_take_the_configs(tmp_path, capsys):
     cfg = tiny_config(tmp_path, tmp_path / "data", db={"out": str(tmp_path / "pre" / "ours")},
-                      meta={"out": str(tmp_path / "meta"), "episodes": 2, "eval_every": 2, "n_query": 3})
+                      meta={"out": str(tmp_path / "meta"), "episodes": 2, "eval_every": 2, "n_query": 2})
     sc = cfg["space"]
     space = SearchSpace(sc["stage_widths"], max_depth=sc["max_depth"], width_multipliers=sc["width_multipliers"],
                         image_size=sc["image_size"])
