@@ -86,3 +86,30 @@ def test_committed_benchmark_database_loads_and_matches_its_manifest():
             rec = load_records(cfg.db.out, mode, task)
             assert len(rec) == num_students(cfg, mode) and rec.seed_best_acc.shape == (2, len(rec))
             assert f"preprocessed/{mode}/{task}-logs_noise_actmap.pt" in doc["files"]
+
+
+@pytest.mark.skipif(not (ROOT / "bench" / "db" / manifest.NAME).is_file(), reason="benchmark database not committed")
+def test_committed_benchmark_labels_are_reproduced_by_the_current_code(tmp_path):
+    """Two students of one unseen task, rebuilt from the committed (read-only) teacher with today's code,
+    get the committed maps and per-seed labels: the records and the code that reads them agree."""
+    import torch
+
+    from dass import database as db
+    from dass import synthetic as syn
+
+    cfg = load_config(BENCH, [f"data.root={tmp_path / 'data'}", f"db.out={tmp_path / 'db' / 'preprocessed'}",
+                              f"run.checkpoint_dir={ROOT / 'bench' / 'db' / 'checkpoint'}", "tasks.meta_train=[]",
+                              "tasks.meta_valid=[]", "tasks.meta_test=[synth-28]", "db.num_students_meta_test=2"])
+    d = cfg.data
+    arrays = syn.make_task(d.synthetic_seed, 28, cfg.space.image_size, d.synthetic_train_per_class,
+                           d.synthetic_test_per_class, d.synthetic_family, d.synthetic_min_test_images)
+    syn.write_task(tmp_path / "data" / "synth-28", arrays, {"test": True})
+    teacher = ROOT / "bench" / "db" / "checkpoint" / "teacher" / "synth-28" / "model_best.pth.tar"
+    before = manifest.sha256_file(teacher)
+    db.build(cfg, ["meta_test"], progress=False, log=lambda s: None)
+    assert manifest.sha256_file(teacher) == before                       # the released teacher is read only
+    new = load_records(cfg.db.out, "meta_test", "synth-28")
+    ref = load_records(load_config(BENCH).db.out, "meta_test", "synth-28")
+    assert new.archs == ref.archs[:2]
+    assert torch.equal(new.seed_best_acc, ref.seed_best_acc[:, :2]) and torch.equal(new.best_acc, ref.best_acc[:2])
+    assert torch.allclose(new.fmaps, ref.fmaps[:2], atol=1e-6)
