@@ -30,6 +30,7 @@ NAME = "MANIFEST.json"
 SECTIONS = ("space", "data", "tasks", "teacher", "kd", "train", "db", "embed")
 # What a committed database holds: task files, teacher records, search pools, reports, the teachers' weights.
 PATTERNS = ("preprocessed/**/*.pt", "preprocessed/report.csv", "preprocessed/family.json", "search/**/*.pt",
+            "net_info/*.pt",
             "checkpoint/teacher/*/model_best.pth.tar")
 
 
