@@ -16,6 +16,10 @@ Public API (kept stable; the CLI, scripts and notebook use it):
 - :mod:`dass.database` / :mod:`dass.records` -- ``build``, ``merge``, ``load_records``, ``load_candidates``;
   :mod:`dass.layout` -- ``config_layout`` (the input layout every written file carries)
 - :mod:`dass.meta` -- ``MetaTrainer``, ``load_predictor``, ``predict``, ``evaluate_task``
+- :mod:`dass.methods` -- ``REGISTRY``, ``score(name, records)``: DaSS, its ablations and every baseline
+- :mod:`dass.evaluate` -- ``run_meta_test(cfg, seeds=...)`` -> rows and statistics;
+  :mod:`dass.stats` -- ``bootstrap_spearman``, ``paired_bootstrap``, ``noise_ceiling``, ``verdict``
+- :mod:`dass.manifest` -- ``write_manifest``, ``verify_manifest`` (a committed database)
 - :mod:`dass.search` -- ``run_search(cfg, task)``; :mod:`dass.demo` -- ``run_demo(cfg)``
 """
 __version__ = "0.1.0"
