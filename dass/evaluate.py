@@ -178,13 +178,12 @@ def _search_rows(cfg, rec, truth, scores: dict, num: int) -> list[dict]:
         boot = stats.search_bootstrap(truth, scores, within, k, num=num, seed=cfg.run.seed)
         oracle, oracle_s = boot.pop("oracle")
         for m, (point, samp) in boot.items():
+            lo, hi = stats.interval(samp)
             row = {"task": rec.task, "k": k, "method": m, "budget_macs": budget, "inside": int(within.sum()),
-                   "true_acc": point, "lo": stats.interval(samp)[0], "hi": stats.interval(samp)[1],
-                   "oracle": oracle, "regret": oracle - point}
+                   "true_acc": point, "lo": lo, "hi": hi, "oracle": oracle, "regret": oracle - point}
             if m != REFERENCE:
-                d = boot[REFERENCE][1] - samp
-                row.update(diff=boot[REFERENCE][0] - point, diff_lo=stats.interval(d)[0],
-                           diff_hi=stats.interval(d)[1], verdict=stats.verdict(*stats.interval(d)))
+                dlo, dhi = stats.interval(boot[REFERENCE][1] - samp)
+                row.update(diff=boot[REFERENCE][0] - point, diff_lo=dlo, diff_hi=dhi, verdict=stats.verdict(dlo, dhi))
             rows.append(row)
     return rows
 
