@@ -483,20 +483,25 @@ def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = Fal
 # report
 # --------------------------------------------------------------------------------------------- #
 
-def _chance(cfg: Config, mode: str, task: str) -> float:
-    """Chance accuracy (percent) from the class count the build stored; NaN when unknown."""
+def _chance(cfg: Config, mode: str, task: str, rec: TaskRecords) -> float:
+    """Chance accuracy (percent) from the class count the build stored, else from the dataset features
+    (one row per class; a committed database keeps those but not its work files); NaN when unknown."""
     p = work_dir(cfg) / mode / task / "teacher.pt"
     try:
         k = int(safe_torch_load(p, what="teacher record").get("num_classes", 0)) if p.is_file() else 0
     except (CheckpointError, AttributeError, TypeError, ValueError):
         k = 0
+    if not k and rec.dataset_features is not None:
+        k = int(rec.dataset_features.shape[0])
     return 100.0 / k if k else math.nan
 
 
-def sanity_report(cfg: Config, modes: Optional[list[str]] = None) -> list[dict]:
+def sanity_report(cfg: Config, modes: Optional[list[str]] = None, write: bool = True) -> list[dict]:
     """Per task (docs/method.md#benchmark): the spread of student accuracies, how far the teacher is above
     chance, Spearman(accuracy, MACs) and (accuracy, params), and with several KD seeds the noise ceiling
-    (``seed_rho``: Spearman between two seeds; ``ceiling``: of their mean). Written to ``report.csv``."""
+    (``seed_rho``: Spearman between two seeds; ``ceiling``: of their mean). Written to ``report.csv``
+    when ``write`` (a build); a report of an existing database only prints, so a committed or downloaded
+    database is never modified."""
     rows = []
     for mode, task in task_plan(cfg, modes):
         try:
@@ -505,7 +510,7 @@ def sanity_report(cfg: Config, modes: Optional[list[str]] = None) -> list[dict]:
             continue
         acc = rec.best_acc
         rho = lambda x: float(spearman_rows(acc.numpy(), x.numpy())[0]) if acc.std() > 0 else math.nan  # noqa: E731
-        chance = _chance(cfg, mode, task)
+        chance = _chance(cfg, mode, task, rec)
         nc = noise_ceiling(rec.seed_best_acc.numpy()) if rec.seed_best_acc is not None else {}
         rows.append({"mode": mode, "task": task, "students": len(rec), "teacher_acc": round(rec.teacher.acc, 2),
                      "x_chance": round(rec.teacher.acc / chance, 2) if chance == chance else "",
@@ -515,7 +520,7 @@ def sanity_report(cfg: Config, modes: Optional[list[str]] = None) -> list[dict]:
                      "spearman_acc_params": round(rho(rec.params), 3),
                      "seed_rho": round(nc["seed_rho"], 3) if nc else "",
                      "ceiling": round(nc["ceiling"], 3) if nc else ""})
-    if rows:
+    if rows and write:
         write_csv(Path(cfg.db.out) / "report.csv", rows)
     return rows
 

@@ -113,3 +113,18 @@ def test_committed_benchmark_labels_are_reproduced_by_the_current_code(tmp_path)
     assert new.archs == ref.archs[:2]
     assert torch.equal(new.seed_best_acc, ref.seed_best_acc[:, :2]) and torch.equal(new.best_acc, ref.best_acc[:2])
     assert torch.allclose(new.fmaps, ref.fmaps[:2], atol=1e-6)
+
+
+@pytest.mark.skipif(not (ROOT / "bench" / "db" / manifest.NAME).is_file(), reason="benchmark database not committed")
+def test_report_of_the_committed_database_changes_nothing(tmp_path, capsys):
+    """`build-db --report` only reads: the committed database's files keep their bytes."""
+    from dass.cli import main
+
+    src = ROOT / "bench" / "db"
+    shutil.copytree(src / "preprocessed", tmp_path / "preprocessed", ignore=shutil.ignore_patterns("_work"))
+    before = {p: manifest.sha256_file(p) for p in (tmp_path / "preprocessed").rglob("*") if p.is_file()}
+    assert main(["build-db", "--config", str(BENCH), "--report", f"db.out={tmp_path / 'preprocessed'}"]) == 0
+    out = capsys.readouterr().out
+    assert "task family: 8 of 32 tasks" in out and "Kendall tau" in out
+    assert "digits    150       94.06        9.41" in out             # chance from the stored dataset features
+    assert {p: manifest.sha256_file(p) for p in (tmp_path / "preprocessed").rglob("*") if p.is_file()} == before

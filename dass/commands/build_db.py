@@ -50,12 +50,13 @@ def run(cfg, args) -> int:
         last_shard = args.num_shards == 1 or args.merge
         if last_shard and not args.no_candidates and (modes is None or "meta_test" in modes):
             db.build_candidates(cfg, progress=not args.no_progress)
-    rows = db.sanity_report(cfg, modes)
+    rows = db.sanity_report(cfg, modes, write=not args.report)
     print(db.format_table(rows))
     if any(r["ceiling"] != "" for r in rows):
         fam = db.family_summary(cfg, rows, modes)
         print(db.format_family(fam))
-        write_json(Path(cfg.db.out) / "family.json", fam)
+        if not args.report:   # --report only reads: a committed or downloaded database is left as it is
+            write_json(Path(cfg.db.out) / "family.json", fam)
     flat = [r["task"] for r in rows if r["acc_std"] == 0]
     if flat:
         print(f"[build-db] WARNING: every student has the same accuracy on {', '.join(flat)}: the database is "
