@@ -7,6 +7,7 @@ after 60 s as a safety net).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -99,6 +100,18 @@ class LoopbackServer:
         self.watchdog = threading.Timer(60.0, self.httpd.shutdown)
         self.watchdog.daemon = True
 
+    @contextlib.contextmanager
+    def serving(self):
+        """Serve ``root`` on loopback until the block ends (the watchdog stops a forgotten server)."""
+        self.thread.start()
+        self.watchdog.start()
+        try:
+            yield self
+        finally:
+            self.watchdog.cancel()
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
     def url(self, rel: str) -> str:
         return f"{self.base}/{rel}"
 
@@ -113,12 +126,8 @@ class LoopbackServer:
 def server(tmp_path):
     srv = LoopbackServer(tmp_path / "served")
     srv.root.mkdir()
-    srv.thread.start()
-    srv.watchdog.start()
-    yield srv
-    srv.watchdog.cancel()
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    with srv.serving():
+        yield srv
 
 
 @pytest.fixture(autouse=True)

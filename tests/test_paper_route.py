@@ -88,12 +88,8 @@ def _run(cwd: Path, *args: str) -> str:
 def mirror(tmp_path):
     srv = LoopbackServer(tmp_path / "mirror")
     _write_mirror(srv.root)
-    srv.thread.start()
-    srv.watchdog.start()
-    yield srv
-    srv.watchdog.cancel()
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    with srv.serving():
+        yield srv
 
 
 def test_paper_route_dry_run(mirror, tmp_path):
