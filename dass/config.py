@@ -62,8 +62,11 @@ class DataConfig:
     synthetic_num_tasks: int = 12
     synthetic_train_per_class: int = 100
     synthetic_test_per_class: int = 40
-    synthetic_family: str = field(default="v1", metadata=_choices("v1", "v2"))  # v2: the benchmark family
+    synthetic_family: str = field(default="v1", metadata=_choices("v1", "v2", "v3"))  # v3: the benchmark family
     synthetic_min_test_images: int = 0  # raise test images per class to reach this many per task
+    # v3 only: a recipe is kept when its teacher (trained as configured, on CPU) reaches this many times
+    # chance; otherwise the task is redrawn (docs/method.md#benchmark)
+    synthetic_min_x_chance: float = 2.2
     # scikit-learn's bundled digits (the real unseen task): stratified test share, split seeded by synthetic_seed
     digits_test_fraction: float = 0.3
 

@@ -33,16 +33,18 @@ seed) is regenerated.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from tqdm import tqdm
 
-from .data import COMPLETE_MARKER
+from .data import COMPLETE_MARKER, TaskData
 from .errors import ConfigError
 from .io import atomic_write_bytes, atomic_write_text
 
@@ -50,7 +52,13 @@ GENERATOR_VERSION = 1
 CUES = ("shape", "colour", "texture")
 # The benchmark family adds a fourth cue, a fine periodic micro-texture (docs/method.md#benchmark).
 CUES_V2 = CUES + ("micro",)
-FAMILIES = ("v1", "v2")
+FAMILIES = ("v1", "v2", "v3")
+# v3: each task draws a *profile* from its index, so the family holds as many few-class as many-class
+# tasks and every cue dominates in a quarter of them (docs/method.md#benchmark)
+V3_CLASS_RANGES = ((4, 6), (7, 12))          # index % 2: few classes, many classes (inclusive)
+V3_DOMINANT_CONCENTRATION = 2.0              # Dirichlet concentration of the dominant cue (others 0.4)
+V3_TRAIN_FRACTION = (0.35, 1.0)             # a task's share of data.synthetic_train_per_class
+V3_MAX_ATTEMPTS = 8
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -135,6 +143,39 @@ def make_recipe_v2(seed: int, index: int) -> dict:
         "clutter": float(r.uniform(0.0, 0.3)),
         "colour_cast": float(r.uniform(0.0, 0.15)),
         "texture_frequency": float(r.uniform(1.0, 2.5)),
+    }
+
+
+def make_recipe_v3(seed: int, index: int, stream: int) -> dict:
+    """The v3 recipe: v2's knobs, with the number of classes and the dominant cue set by the task's index.
+
+    Why: v2 left both to chance, and chance gave a family where most tasks reward the same capacity (see
+    docs/method.md#benchmark for the measured family check). v3 alternates few-class (4-6) and many-class
+    (7-12) tasks, and lets each cue in turn dominate (its Dirichlet concentration 2.0, the others 0.4),
+    so the profiles that rank students differently are present by construction, not by luck. It also
+    draws the task's amount of training data (35-100% of ``data.synthetic_train_per_class``): with little
+    data, depth and width stop paying, so a student's size no longer predicts its rank. The other knobs
+    stay random. Whether the task is learnable is checked by :func:`make_learnable_task`.
+    """
+    r = task_rng(seed, index, stream)
+    low, high = V3_CLASS_RANGES[index % 2]
+    alpha = np.full(len(CUES_V2), 0.4)
+    alpha[(index // 2) % len(CUES_V2)] = V3_DOMINANT_CONCENTRATION
+    cue = r.dirichlet(alpha)
+    return {
+        "num_classes": int(r.integers(low, high + 1)),
+        "num_parts": int(r.integers(1, 4)),
+        "cue_weights": {c: float(w) for c, w in zip(CUES_V2, cue)},
+        "micro_period": int(r.integers(2, 5)),
+        "separation": float(r.uniform(0.6, 1.0)),
+        "variability": float(r.uniform(0.1, 0.3)),
+        "spread": float(r.uniform(0.1, 0.5)),
+        "pixel_noise": float(r.uniform(0.01, 0.06)),
+        "clutter": float(r.uniform(0.0, 0.3)),
+        "colour_cast": float(r.uniform(0.0, 0.15)),
+        "texture_frequency": float(r.uniform(1.0, 2.5)),
+        # how much of data.synthetic_train_per_class the task gets: small data favours small students
+        "train_fraction": float(r.uniform(*V3_TRAIN_FRACTION)),
     }
 
 
@@ -258,22 +299,38 @@ def test_images_per_class(num_classes: int, per_class: int, min_images: int) -> 
     return max(int(per_class), -(-int(min_images) // int(num_classes)))
 
 
+def _streams(family: str, attempt: int) -> dict:
+    """RNG stream ids per purpose. v1/v2 keep theirs (their tasks stay byte-identical); v3 gives every
+    attempt of a task its own block of streams, so a redrawn task shares nothing with the rejected one."""
+    if family != "v3":
+        return {"protos": 1, "micro": 11, "train": 2, "test": 3}
+    base = 20 + 10 * int(attempt)
+    return {"recipe": base, "protos": base + 1, "micro": base + 2, "train": base + 3, "test": base + 4}
+
+
 def make_task(seed: int, index: int, image_size: int, train_per_class: int, test_per_class: int,
-              family: str = "v1", min_test_images: int = 0) -> dict:
-    """Arrays and metadata of ``synth-<index>`` (nothing written)."""
+              family: str = "v1", min_test_images: int = 0, attempt: int = 0) -> dict:
+    """Arrays and metadata of ``synth-<index>`` (nothing written); ``attempt`` > 0 redraws a v3 task."""
     if family not in FAMILIES:
         raise ConfigError(f"unknown task family '{family}' (config key 'data.synthetic_family'); use one of "
                           f"{', '.join(FAMILIES)}")
-    recipe = make_recipe(seed, index) if family == "v1" else make_recipe_v2(seed, index)
-    protos = _prototypes(recipe, task_rng(seed, index, 1))
-    if family == "v2":
-        protos["micro"] = _micro_tiles(recipe, task_rng(seed, index, 11))
+    streams = _streams(family, attempt)
+    if family == "v3":
+        recipe = make_recipe_v3(seed, index, streams["recipe"])
+    else:
+        recipe = make_recipe(seed, index) if family == "v1" else make_recipe_v2(seed, index)
+    protos = _prototypes(recipe, task_rng(seed, index, streams["protos"]))
+    if family != "v1":
+        protos["micro"] = _micro_tiles(recipe, task_rng(seed, index, streams["micro"]))
     test_per_class = test_images_per_class(recipe["num_classes"], test_per_class, min_test_images)
     out = {"meta": {"name": f"synth-{index}", "num_classes": recipe["num_classes"], "recipe": recipe}}
     if family != "v1":
         out["meta"]["family"] = family
-    for split, per_class, stream in (("train", train_per_class, 2), ("test", test_per_class, 3)):
-        r = task_rng(seed, index, stream)
+    if family == "v3":
+        train_per_class = max(1, round(train_per_class * recipe["train_fraction"]))
+        out["meta"].update(attempt=int(attempt), train_per_class=train_per_class)
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        r = task_rng(seed, index, streams[split])
         y = _balanced_labels(recipe["num_classes"], per_class, r)
         out[f"{split}_images"] = render(recipe, protos, y, image_size, r)
         out[f"{split}_labels"] = y
@@ -373,16 +430,69 @@ def generate_tasks(cfg, out_root: Optional[str | Path] = None, progress: bool = 
                     "train_per_class": d.synthetic_train_per_class, "test_per_class": d.synthetic_test_per_class}
             if d.synthetic_family != "v1":   # v1 markers stay as they were: existing folders remain valid
                 spec.update(family=d.synthetic_family, min_test_images=d.synthetic_min_test_images)
+            if d.synthetic_family == "v3":
+                spec.update(probe=probe_spec(cfg))
         folder = root / name
         if not force and is_complete(folder, spec):
             continue
         if name == "digits":
             arrays = make_digits(size, d.synthetic_seed, d.digits_test_fraction)
+        elif d.synthetic_family == "v3":
+            arrays = make_learnable_task(cfg, int(name.split("-")[1]))
         else:
             arrays = make_task(d.synthetic_seed, int(name.split("-")[1]), size, d.synthetic_train_per_class,
                                d.synthetic_test_per_class, d.synthetic_family, d.synthetic_min_test_images)
         write_task(folder, arrays, spec)
     return names
+
+
+# --------------------------------------------------------------------------------------------- #
+# v3: only learnable tasks
+# --------------------------------------------------------------------------------------------- #
+
+def probe_spec(cfg) -> dict:
+    """Everything the learnability probe's outcome depends on (part of a v3 task's marker: a change
+    regenerates the task)."""
+    return {"min_x_chance": cfg.data.synthetic_min_x_chance, "teacher": dataclasses.asdict(cfg.teacher),
+            "space": dataclasses.asdict(cfg.space), "channels_last": cfg.train.channels_last,
+            "num_threads": cfg.train.num_threads, "crop_padding": cfg.data.crop_padding,
+            "mean": cfg.data.mean, "std": cfg.data.std}
+
+
+def probe_teacher(cfg, arrays: dict) -> float:
+    """Test accuracy (%) of the task's teacher, trained exactly as build-db will train it, on CPU
+    (so the task's content does not depend on the machine's accelerator), into a scratch folder."""
+    # imported on use: task generation sits below the training engine in the layers, and only this
+    # probe reaches up into it
+    from .train import train_teacher
+
+    task = TaskData(arrays["meta"]["name"], arrays["train_images"], arrays["train_labels"],
+                    arrays["test_images"], arrays["test_labels"], int(arrays["meta"]["num_classes"]))
+    with tempfile.TemporaryDirectory(prefix="dass-probe-") as tmp:
+        # run files and the result.csv row stay in the scratch folder: a probe is not a run
+        scratch = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=tmp))
+        return float(train_teacher(task, scratch, out_dir=Path(tmp) / "teacher", device="cpu",
+                                   progress=False)["final_acc"])
+
+
+def make_learnable_task(cfg, index: int) -> dict:
+    """``synth-<index>`` of family v3: the first attempt whose teacher reaches
+    ``data.synthetic_min_x_chance`` times chance (docs/method.md#benchmark). The probe's accuracy and
+    the number of rejected attempts are kept in the task's meta.json."""
+    d = cfg.data
+    best = []
+    for attempt in range(V3_MAX_ATTEMPTS):
+        arrays = make_task(d.synthetic_seed, index, cfg.space.image_size, d.synthetic_train_per_class,
+                           d.synthetic_test_per_class, "v3", d.synthetic_min_test_images, attempt)
+        acc = probe_teacher(cfg, arrays)
+        x_chance = acc * arrays["meta"]["num_classes"] / 100.0
+        best.append(round(x_chance, 2))
+        if x_chance >= d.synthetic_min_x_chance:
+            arrays["meta"]["probe"] = {"teacher_acc": acc, "x_chance": x_chance, "rejected_x_chance": best[:-1]}
+            return arrays
+    raise ConfigError(f"synth-{index}: no learnable recipe in {V3_MAX_ATTEMPTS} attempts (teacher at {best} x "
+                      f"chance, {d.synthetic_min_x_chance} needed); lower 'data.synthetic_min_x_chance' or train "
+                      "the teacher longer ('teacher.epochs')")
 
 
 def describe_tasks(cfg, root: Optional[str | Path] = None) -> list[dict]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -233,6 +234,87 @@ def test_v2_bad_family_and_test_count(tmp_path):
     with pytest.raises(ConfigError, match="synthetic_min_test_images"):
         syn.check_config(small_cfg(tmp_path, "data.synthetic_family=v2", "data.synthetic_min_test_images=-1"))
     with pytest.raises(ConfigError):
-        load_config(None, ["data.synthetic_family=v3"])
+        load_config(None, ["data.synthetic_family=v9"])
     with pytest.raises(ConfigError, match="v1, v2"):
         syn.make_task(0, 0, 16, 2, 2, family="v9")
+
+
+# --------------------------------------------------------------------------------------------- #
+# the stratified, learnable family (v3)
+# --------------------------------------------------------------------------------------------- #
+
+def test_v3_profiles_follow_the_index():
+    for k in range(16):
+        rec = syn.make_recipe_v3(0, k, 20)
+        low, high = syn.V3_CLASS_RANGES[k % 2]
+        assert low <= rec["num_classes"] <= high
+        assert set(rec["cue_weights"]) == set(syn.CUES_V2) and abs(sum(rec["cue_weights"].values()) - 1) < 1e-9
+    # the dominant cue's concentration shows in its mean weight over many draws
+    for cue_index, cue in enumerate(syn.CUES_V2):
+        mean = np.mean([syn.make_recipe_v3(s, 2 * cue_index, 20)["cue_weights"][cue] for s in range(200)])
+        others = np.mean([syn.make_recipe_v3(s, 2 * ((cue_index + 1) % 4), 20)["cue_weights"][cue] for s in range(200)])
+        assert mean > 0.5 > 0.2 > others
+
+
+def test_v3_attempts_are_independent_and_v2_is_untouched():
+    a0 = syn.make_task(0, 5, 16, 6, 3, family="v3", attempt=0)
+    a0b = syn.make_task(0, 5, 16, 6, 3, family="v3", attempt=0)
+    a1 = syn.make_task(0, 5, 16, 6, 3, family="v3", attempt=1)
+    assert all(np.array_equal(a0[k], a0b[k]) for k in ARRAYS)
+    assert a0["meta"]["recipe"] != a1["meta"]["recipe"] and a1["meta"]["attempt"] == 1
+    v2 = syn.make_task(0, 5, 16, 6, 3, family="v2")
+    assert v2["meta"]["recipe"] == syn.make_recipe_v2(0, 5) and "attempt" not in v2["meta"]
+
+
+def test_v3_redraws_until_the_teacher_is_learnable(tmp_path, monkeypatch):
+    cfg = small_cfg(tmp_path, "data.synthetic_family=v3", "data.synthetic_num_tasks=1", "data.synthetic_min_x_chance=2")
+    seen = []
+
+    def probe(cfg_, arrays):          # attempt 0 at 1.5x chance, attempt 1 at 3x
+        seen.append(arrays["meta"]["attempt"])
+        return (1.5 if arrays["meta"]["attempt"] == 0 else 3.0) * 100 / arrays["meta"]["num_classes"]
+
+    monkeypatch.setattr(syn, "probe_teacher", probe)
+    syn.generate_tasks(cfg, progress=False)
+    meta = json.loads((tmp_path / "synth-0" / "meta.json").read_text())
+    assert seen == [0, 1] and meta["attempt"] == 1
+    assert meta["probe"]["x_chance"] == pytest.approx(3.0) and meta["probe"]["rejected_x_chance"] == [1.5]
+    assert meta["recipe"] == syn.make_task(0, 0, 16, 6, 3, family="v3", attempt=1)["meta"]["recipe"]
+    # complete with the same probe settings: not regenerated; another teacher recipe regenerates
+    syn.generate_tasks(cfg, progress=False)
+    assert seen == [0, 1]
+    syn.generate_tasks(small_cfg(tmp_path, "data.synthetic_family=v3", "data.synthetic_num_tasks=1",
+                                 "data.synthetic_min_x_chance=2", "teacher.epochs=3"), progress=False)
+    assert seen == [0, 1, 0, 1]
+
+
+def test_v3_gives_up_with_a_clear_error(tmp_path, monkeypatch):
+    cfg = small_cfg(tmp_path, "data.synthetic_family=v3", "data.synthetic_num_tasks=1")
+    monkeypatch.setattr(syn, "probe_teacher", lambda cfg_, arrays: 100 / arrays["meta"]["num_classes"])
+    with pytest.raises(ConfigError, match=r"synth-0: no learnable recipe in 8 attempts.*synthetic_min_x_chance"):
+        syn.generate_tasks(cfg, progress=False)
+    assert not (tmp_path / "synth-0" / COMPLETE_MARKER).exists()
+
+
+def test_v3_probe_is_the_teacher_build_db_trains(tmp_path):
+    """The probe trains the configured teacher on CPU: its accuracy is what train_teacher reports."""
+    from dass.train import train_teacher
+
+    cfg = small_cfg(tmp_path, "data.synthetic_family=v3", "data.synthetic_num_tasks=1", "teacher.epochs=1",
+                    "space.stage_widths=[4,4,4,4]", "space.width_multipliers=[1.0]", "space.max_depth=1",
+                    "space.min_depth=1", "teacher.batch_size=8", "data.synthetic_min_x_chance=0",
+                    f"run.out_dir={tmp_path / 'runs'}")
+    syn.generate_tasks(cfg, progress=False)
+    meta = json.loads((tmp_path / "synth-0" / "meta.json").read_text())
+    assert not (tmp_path / "runs").exists()          # a probe is not a run: it leaves no result row
+    got = train_teacher(load_task("synth-0", cfg), cfg, out_dir=tmp_path / "t", progress=False)["final_acc"]
+    assert meta["probe"]["teacher_acc"] == got and meta["attempt"] == 0
+
+
+def test_v3_train_size_follows_the_recipe():
+    for k in range(6):
+        a = syn.make_task(0, k, 16, 40, 3, family="v3")
+        frac = a["meta"]["recipe"]["train_fraction"]
+        assert syn.V3_TRAIN_FRACTION[0] <= frac <= syn.V3_TRAIN_FRACTION[1]
+        per = a["meta"]["train_per_class"]
+        assert per == round(40 * frac) and np.bincount(a["train_labels"]).tolist() == [per] * a["meta"]["num_classes"]
