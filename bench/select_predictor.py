@@ -26,8 +26,9 @@ CANDIDATES = {
     "query-50": ["meta.n_query=50"],
     "inputs-STAD": ["predictor.inputs=[S,T,A,D]"],
     "target-raw": ["predictor.target_norm=none"],
-    "wider": ["predictor.func_hidden=64", "predictor.func_dim=64", "predictor.arch_dim=32",
-              "predictor.head_hidden=32"],
+    # the config's predictor is the wider one; this is the project default's width
+    "narrower": ["predictor.func_hidden=32", "predictor.func_dim=32", "predictor.arch_dim=16",
+                 "predictor.head_hidden=16"],
 }
 
 

@@ -506,5 +506,8 @@ def describe_tasks(cfg, root: Optional[str | Path] = None) -> list[dict]:
         if rec:
             main_cue = max(rec["cue_weights"], key=rec["cue_weights"].get)
             row.update(cue=main_cue, separation=round(rec["separation"], 2), variability=round(rec["variability"], 2))
+        if "probe" in meta:   # v3: its training images per class and its teacher's accuracy over chance
+            row.update(train_per_class=meta["train_per_class"], teacher_x_chance=round(meta["probe"]["x_chance"], 2),
+                       attempts=meta["attempt"] + 1)
         rows.append(row)
     return rows

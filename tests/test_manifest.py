@@ -100,9 +100,8 @@ def test_committed_benchmark_labels_are_reproduced_by_the_current_code(tmp_path)
     cfg = load_config(BENCH, [f"data.root={tmp_path / 'data'}", f"db.out={tmp_path / 'db' / 'preprocessed'}",
                               f"run.checkpoint_dir={ROOT / 'bench' / 'db' / 'checkpoint'}", "tasks.meta_train=[]",
                               "tasks.meta_valid=[]", "tasks.meta_test=[synth-28]", "db.num_students_meta_test=2"])
-    d = cfg.data
-    arrays = syn.make_task(d.synthetic_seed, 28, cfg.space.image_size, d.synthetic_train_per_class,
-                           d.synthetic_test_per_class, d.synthetic_family, d.synthetic_min_test_images)
+    arrays = syn.make_learnable_task(cfg, 28)          # the probe trains synth-28's teacher once more (~4 s)
+    assert arrays["meta"]["probe"]["x_chance"] >= cfg.data.synthetic_min_x_chance
     syn.write_task(tmp_path / "data" / "synth-28", arrays, {"test": True})
     teacher = ROOT / "bench" / "db" / "checkpoint" / "teacher" / "synth-28" / "model_best.pth.tar"
     before = manifest.sha256_file(teacher)
@@ -125,6 +124,6 @@ def test_report_of_the_committed_database_changes_nothing(tmp_path, capsys):
     before = {p: manifest.sha256_file(p) for p in (tmp_path / "preprocessed").rglob("*") if p.is_file()}
     assert main(["build-db", "--config", str(BENCH), "--report", f"db.out={tmp_path / 'preprocessed'}"]) == 0
     out = capsys.readouterr().out
-    assert "task family: 8 of 32 tasks" in out and "Kendall tau" in out
+    assert "task family: 12 of 32 tasks" in out and "(passes" in out and "Kendall tau" in out
     assert "digits    150       94.06        9.41" in out             # chance from the stored dataset features
     assert {p: manifest.sha256_file(p) for p in (tmp_path / "preprocessed").rglob("*") if p.is_file()} == before
