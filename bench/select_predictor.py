@@ -19,13 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dass.config import load_config, resolve_device  # noqa: E402
 from dass.meta import load_predictor, load_tasks, train_or_reuse  # noqa: E402
+from dass.methods import variant_config  # noqa: E402
 
 CANDIDATES = {
     "base": [],
     "episodes-1000": ["meta.episodes=1000"],
     "query-50": ["meta.n_query=50"],
     "inputs-STAD": ["predictor.inputs=[S,T,A,D]"],
-    "target-raw": ["predictor.target_norm=none"],
+    "target-normalised": ["predictor.target_norm=meta_train"],
     # the config's predictor is the wider one; this is the project default's width
     "narrower": ["predictor.func_hidden=32", "predictor.func_dim=32", "predictor.arch_dim=16",
                  "predictor.head_hidden=16"],
@@ -38,6 +39,8 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
     p.add_argument("--out", default="exp/bench/select")
+    p.add_argument("--method", default="dass", help="a trained method of the registry (e.g. metad2a): its "
+                   "variant of each candidate config is trained and scored")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     names = [n for n in CANDIDATES if not a.only or n in a.only.split(",")]
@@ -45,8 +48,11 @@ def main() -> int:
     for name in names:
         vals = []
         for seed in seeds:
-            cfg = load_config(a.config, [*CANDIDATES[name], f"meta.seed={seed}",
-                                         f"meta.out={Path(a.out) / name / f'seed{seed}'}"])
+            out = Path(a.out) / (name if a.method == "dass" else f"{a.method}-{name}") / f"seed{seed}"
+            cfg = load_config(a.config, [*CANDIDATES[name], f"meta.seed={seed}"])
+            if a.method != "dass":
+                cfg = variant_config(cfg, a.method)
+            cfg.meta.out = str(out)
             device = resolve_device(cfg.run.device)
             best = train_or_reuse(cfg, load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"), [], device,
                                   progress=False)

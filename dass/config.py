@@ -215,6 +215,10 @@ class MetaConfig:
     # Evaluate the meta-batch's tasks in one torch.func.vmap call when their shapes agree (same maths
     # as the per-task loop, ~1.6x faster on small predictors); false = the plain loop.
     vmap_tasks: bool = True
+    # A trained baseline's or ablation's own settings where they differ from DaSS's, as
+    # "method:section.key=value" (e.g. "metad2a:predictor.target_norm=meta_train"): each method is
+    # compared at the settings chosen for it on meta-valid, as DaSS is (docs/method.md#evaluation).
+    method_overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -435,18 +439,35 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+def apply_overrides(cfg: Config, overrides: list[str], source: str = "override") -> Config:
+    """Apply ``key=value`` overrides to ``cfg`` in place and validate the result."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _apply(cfg, nested, "", f"{source} '{text}'")
+    _check_ranges(cfg)
+    return cfg
+
+
+def split_method_override(text: str) -> tuple[str, str]:
+    """``'metad2a:predictor.target_norm=meta_train'`` -> ('metad2a', 'predictor.target_norm=meta_train')."""
+    name, sep, override = text.partition(":")
+    if not sep or not name.strip() or "=" not in override:
+        raise ConfigError(f"config key 'meta.method_overrides' item '{text}' must look like "
+                          "method:section.key=value (e.g. metad2a:predictor.target_norm=meta_train)")
+    return name.strip(), override.strip()
+
+
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
     """Defaults <- YAML file <- ``key=value`` overrides, validated."""
     cfg = Config()
     if path is not None:
         _apply(cfg, read_yaml(path), "", str(path))
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        nested: Any = value
-        for k in reversed(keys):
-            nested = {k: nested}
-        _apply(cfg, nested, "", f"override '{text}'")
-    _check_ranges(cfg)
+    apply_overrides(cfg, list(overrides or []))
+    for text in cfg.meta.method_overrides:   # each names a real key with a valid value (checked on a scratch copy)
+        apply_overrides(Config(), [split_method_override(text)[1]], "config key 'meta.method_overrides' item")
     return cfg
 
 

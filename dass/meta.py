@@ -34,6 +34,7 @@ maths is that of the per-task loop (:func:`adapt`), which remains the fallback.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import sys
 import time
@@ -282,6 +283,17 @@ def _fingerprint(cfg) -> dict:
             "tasks": {"meta_train": list(cfg.tasks.meta_train), "meta_valid": list(cfg.tasks.meta_valid)}}
 
 
+def _data_digest(tasks: list[TaskRecords]) -> str:
+    """sha256 of what the predictor learns from: task names, architectures and labels. A database rebuilt
+    with the same config but other content (a new task family, other KD seeds) then trains afresh."""
+    h = hashlib.sha256()
+    for r in tasks:
+        h.update(r.task.encode())
+        for t in (r.arch_enc, r.best_acc, r.final_acc):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _layout_of(tasks: list[TaskRecords]) -> Optional[dict]:
     """The input layout of the first task that declares one (dass.layout; all must agree)."""
     return next((r.layout for r in tasks if r.layout), None)
@@ -304,6 +316,7 @@ class MetaTrainer:
         m = cfg.meta
         first = train[0]
         self.layout = _layout_of(list(train) + self.valid + self.test)
+        self.data = _data_digest(list(train) + self.valid)
         for rec in list(train) + self.valid + self.test:
             require_same(rec.layout, self.layout, f"task {rec.task}", "the other meta-training tasks",
                          "build every task's file with one configuration")
@@ -413,14 +426,16 @@ class MetaTrainer:
                 "inner_lrs": {k: v.detach().clone() for k, v in self.inner_lrs.items()},
                 "optimizer": self.optimizer.state_dict(), "episode": self.episode,
                 "generator": self.generator.get_state(), "best": dict(self.best), "spec": self.model.spec,
-                "meta": _meta_info(self.cfg), "fingerprint": _fingerprint(self.cfg), "layout": self.layout}
+                "meta": _meta_info(self.cfg), "fingerprint": _fingerprint(self.cfg), "layout": self.layout,
+                "data": self.data}
 
     def _save_best(self, valid_spearman: float) -> None:
         meta = {**_meta_info(self.cfg), "episode": self.episode, "valid_spearman": valid_spearman}
         atomic_torch_save({"version": CKPT_VERSION, "model": self.model.state_dict(),
                            "inner_lrs": {k: v.detach().clone() for k, v in self.inner_lrs.items()},
                            "spec": self.model.spec, "meta": meta, "episode": self.episode,
-                           "fingerprint": _fingerprint(self.cfg), "layout": self.layout}, self.best_path)
+                           "fingerprint": _fingerprint(self.cfg), "layout": self.layout, "data": self.data},
+                          self.best_path)
 
     def _resume(self) -> None:
         ck = safe_torch_load(self.last_path, what="meta-train checkpoint")
@@ -428,9 +443,10 @@ class MetaTrainer:
             raise CheckpointError(f"meta-train checkpoint {self.last_path} was not written by this version of "
                                   f"main.py meta-train; delete {self.out_dir} or choose another meta.out")
         if (ck["fingerprint"] != _fingerprint(self.cfg) or ck["spec"] != self.model.spec
-                or ck.get("layout", self.layout) != self.layout):
+                or ck.get("layout", self.layout) != self.layout or ck.get("data") != self.data):
             raise CheckpointError(f"meta-train checkpoint {self.last_path} was made with different predictor/meta "
-                                  f"settings or tasks; resume with the same config or choose another meta.out")
+                                  f"settings, tasks or database; resume with the same config and database or "
+                                  f"choose another meta.out")
         try:
             self.model.load_state_dict(ck["model"], strict=True)
             with torch.no_grad():
@@ -538,8 +554,9 @@ def train_or_reuse(cfg, train, valid, test, device, progress: bool = True) -> Pa
         try:
             ck = safe_torch_load(last, what="meta-train checkpoint")
             layout = _layout_of(list(train) + list(valid) + list(test))
+            # a database rebuilt with other inputs or other content: train again
             same = (isinstance(ck, dict) and ck.get("fingerprint") == _fingerprint(cfg)
-                    and ck.get("layout", layout) == layout)   # a database rebuilt with other inputs: train again
+                    and ck.get("layout", layout) == layout and ck.get("data") == _data_digest(list(train) + list(valid)))
         except CheckpointError:
             same, ck = False, None
         if same and int(ck["episode"]) >= cfg.meta.episodes and best.is_file():

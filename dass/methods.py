@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import torch
 
 from .baselines import diswot_score
+from .config import apply_overrides, split_method_override
 from .errors import ConfigError, DataError
 from .records import TaskRecords
 
@@ -113,8 +114,17 @@ def variant_config(cfg, name: str):
     """A deep copy of ``cfg`` changed into trained baseline/ablation ``name`` (own ``meta.out``)."""
     if name not in trained_variants(cfg):
         raise ConfigError(f"unknown trained baseline '{name}'; known for this config: {', '.join(trained_variants(cfg))}")
+    own = []
+    for text in cfg.meta.method_overrides:
+        method, override = split_method_override(text)
+        if method not in trained_variants(cfg):
+            raise ConfigError(f"config key 'meta.method_overrides' names '{method}', which is not a trained baseline "
+                              f"of this config; use one of {', '.join(trained_variants(cfg))}")
+        if method == name:
+            own.append(override)
     c = copy.deepcopy(cfg)
     REGISTRY[name].configure(c)
+    apply_overrides(c, own, f"config key 'meta.method_overrides' for {name}:")
     c.meta.out = str(Path(cfg.meta.out) / "baselines" / name)
     return c
 

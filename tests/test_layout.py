@@ -153,6 +153,35 @@ def test_finished_predictor_is_reused_only_for_its_layout(built, tmp_path):
     assert torch.load(best, weights_only=True)["layout"]["noise"]["seed"] == 5
 
 
+def test_finished_predictor_is_not_reused_for_a_rebuilt_database(built, tmp_path, capsys):
+    """Same config, same layout, other labels (a database rebuilt with other content): train again."""
+    import shutil
+
+    from dass.meta import load_tasks, train_or_reuse
+
+    conf, cfg = built
+    shutil.copytree(cfg.meta.out, tmp_path / "meta")
+    cfg = load_config(conf, [f"meta.out={tmp_path / 'meta'}"])
+    tasks = [load_tasks(cfg, m) for m in ("meta_train", "meta_valid", "meta_test")]
+    best = tmp_path / "meta" / "best.pt"
+    last = best.parent / "last.pt"
+    train_or_reuse(cfg, *tasks, "cpu", progress=False)
+    before = last.read_bytes()
+    assert train_or_reuse(cfg, *tasks, "cpu", progress=False) == best and last.read_bytes() == before
+    r0 = tasks[0][0]
+    r0.best_acc = r0.best_acc + torch.arange(len(r0), dtype=r0.best_acc.dtype)    # same students, other labels
+    train_or_reuse(cfg, *tasks, "cpu", progress=False)
+    assert "training it again" in capsys.readouterr().err
+    after = last.read_bytes()
+    assert after != before
+    assert torch.load(last, weights_only=True)["data"] == torch.load(best, weights_only=True)["data"]
+    # unseen tasks are not part of what it learned from: changing them reuses the run
+    for r in tasks[2]:
+        r.best_acc = r.best_acc + 1.0
+    train_or_reuse(cfg, *tasks, "cpu", progress=False)
+    assert last.read_bytes() == after
+
+
 def test_search_writes_net_samples_where_the_authors_kd_looks(built, tmp_path, capsys):
     from dass.records import net_samples_file
 

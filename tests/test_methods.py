@@ -57,3 +57,23 @@ def test_search_with_a_trained_baseline_needs_its_predictor(small_space, tmp_pat
     with pytest.raises(ConfigError, match="run main.py meta-test --baselines metad2a first"):
         score_candidates(cfg, rec, "metad2a")
     assert torch.equal(score_candidates(cfg, rec, "macs"), rec.macs.float())
+
+
+def test_method_overrides_give_a_baseline_its_own_settings(tmp_path):
+    from dass.config import load_config
+    from dass.errors import ConfigError
+    from dass.methods import variant_config
+
+    cfg = load_config(None, [f"meta.out={tmp_path}", "predictor.target_norm=none",
+                             "meta.method_overrides=[metad2a:predictor.target_norm=meta_train, metad2a:meta.n_query=7]"])
+    m = variant_config(cfg, "metad2a")
+    assert (m.predictor.target_norm, m.meta.n_query, m.predictor.inputs, m.meta.adapt) == ("meta_train", 7, ["D", "A"], False)
+    assert cfg.predictor.target_norm == "none" and cfg.meta.n_query == 50          # DaSS's own config untouched
+    assert variant_config(cfg, "dass-no-adapt").predictor.target_norm == "none"    # only the named method
+    for bad, msg in [("metad2a", "must look like method:section.key=value"),
+                     ("metad2a:predictor.nokey=1", "unknown config key 'predictor.nokey'"),
+                     ("metad2a:predictor.target_norm=sometimes", "must be one of")]:
+        with pytest.raises(ConfigError, match=msg):
+            load_config(None, [f"meta.method_overrides=[{bad}]"])
+    with pytest.raises(ConfigError, match="names 'foo', which is not a trained baseline"):
+        variant_config(load_config(None, ["meta.method_overrides=[foo:meta.n_query=7]"]), "metad2a")
