@@ -7,9 +7,9 @@ Training split, random crop (padding 8 at 64 px) + horizontal flip + normalisati
 full epoch per repeat over random uint8 images (no download); batches are consumed on the target
 device and nothing else is done with them.
 
-* **dass loader**: ``dass.data.make_loader`` (a :class:`dass.augment.BatchLoader`): a uint8 batch is
+* **dass loader**: ``dass.data.tasks.make_loader`` (a :class:`dass.data.loader.BatchLoader`): a uint8 batch is
   gathered and augmented as one tensor. On CUDA the dataset is preloaded on the GPU and iterated
-  as the training engine does (one transfer of the epoch's draws, ``dass.augment.BatchLoader``).
+  as the training engine does (one transfer of the epoch's draws, ``dass.data.loader.BatchLoader``).
 * **PIL, 1 worker**: ``PIL.Image.fromarray`` + torchvision transforms per image in a
   ``DataLoader(num_workers=1)``, as the authors' ``get_dataloader.py`` configures it.
 * **PIL, in process**: the same with ``num_workers=0`` (the per-image cost without a helper process).
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from bench_kd import PILImages, authors_transform, random_images  # noqa: E402
 from dass.config import load_config  # noqa: E402
-from dass.data import TaskData, make_loader  # noqa: E402
+from dass.data.tasks import TaskData, make_loader  # noqa: E402
 
 
 def epoch_seconds(make_iter, device: torch.device) -> float:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Database build time vs number of students and number of processes (``dass.database``).
+"""Database build time vs number of students and number of processes (``dass.db.build``).
 
 Three seeded toy tasks (one per split: meta-train, meta-valid, meta-test) in the authors' numpy
 layout, the embedded default's search space at 16 px (widths 8/16/24/32, depth <= 3), KD recipe
@@ -7,12 +7,12 @@ shortened to ``--kd-epochs`` epochs. The teachers are trained once up front (tim
 each measured build then starts from an empty database folder and trains, embeds and records
 ``students x 3`` students and assembles the task files:
 
-* ``1 process, 1 thread``  -- ``dass.database.build`` (what ``main.py build-db`` runs);
+* ``1 process, 1 thread``  -- ``dass.db.build.build`` (what ``main.py build-db`` runs);
 * ``1 process, 2 threads`` -- the same with two torch threads;
-* ``2 processes``          -- ``dass.database.build_parallel(cfg, 2)`` (``main.py build-db --workers 2``:
+* ``2 processes``          -- ``dass.db.build.build_parallel(cfg, 2)`` (``main.py build-db --workers 2``:
   one shard per spawned process, 1 thread each, then the merge), process start-up included;
 * ``1 process, 1 thread, no teacher-logit cache`` -- the first row with ``kd.logit_cache_mb=0``: every
-  student runs the teacher on every batch (the gain of ``dass.logit_cache``, side by side).
+  student runs the teacher on every batch (the gain of ``dass.train.logit_cache``, side by side).
 
     python bench/bench_db_scaling.py --quick    # < 1 min: 2 and 4 students per task
     python bench/bench_db_scaling.py            # 4, 8, 16 and 32 students per task
@@ -28,9 +28,9 @@ from common import Reporter, base_parser, print_header, setup
 
 import torch  # noqa: E402
 
-from dass import database as db  # noqa: E402
+from dass.db import build as db  # noqa: E402
 from dass.config import load_config  # noqa: E402
-from dass.teachers import ensure_teacher  # noqa: E402
+from dass.train.teachers import ensure_teacher  # noqa: E402
 from dass.testing import write_toy_task  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def main() -> None:
         t0 = time.perf_counter()
         cfg0 = config(work, 2, args.kd_epochs, 1, "db-teachers")   # only its teachers are used
         for mode, task in db.task_plan(cfg0):
-            from dass.data import load_task
+            from dass.data.tasks import load_task
             ensure_teacher(cfg0, task, load_task(task, cfg0), torch.device("cpu"), mode == "meta_test", progress=False)
         rep.figure("teachers (3 tasks, 3 epochs, 1 thread)", time.perf_counter() - t0, "s")
         print(f"# {args.images} train images per task, 16 px, KD {args.kd_epochs} epochs per student; "

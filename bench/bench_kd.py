@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""KD training throughput: our engine (``dass.train.distill``) vs the authors' recipe, in one run.
+"""KD training throughput: our engine (``dass.train.engine.distill``) vs the authors' recipe, in one run.
 
 Paper scale (docs/method.md#kd): 64x64 images, 40 classes, the ResNet42 teacher, a mid-size student
 (depths 3-3-3-3 at multiplier 0.75: widths 24/48/96/192, a third of the teacher's MACs), batch 64,
@@ -11,11 +11,11 @@ SGD Nesterov with a per-step cosine schedule, KD loss T=6, alpha=0.5. Data: rand
   (Resize, RandomHorizontalFlip, RandomCrop(64, padding=8), ToTensor, Normalize(0.5, 0.5)) in a
   ``DataLoader(num_workers=1, drop_last=True)``, fp32, and ``loss.item()`` plus top-1/top-5
   accuracy read back every step. Written here from that description, not copied.
-* **engine**: ``dass.train.distill`` with the config's defaults (channels_last, batched tensor
+* **engine**: ``dass.train.engine.distill`` with the config's defaults (channels_last, batched tensor
   augmentation; on CUDA also bf16 autocast, the dataset preloaded on the GPU, no per-step host sync),
   the teacher run on every batch: the cost of distilling one student.
 * **engine, shared teacher logits**: the same, for a student whose teacher logits another student of
-  the task already computed (``dass.logit_cache``): every database student after the first of its
+  the task already computed (``dass.train.logit_cache``): every database student after the first of its
   task (they all share ``db.kd_seed``, hence the same augmented batches). ``--no-cache`` skips it.
 
 Both train on the same images for the same number of steps per epoch; each side runs one untimed
@@ -38,13 +38,13 @@ from common import Reporter, base_parser, gpu_peak, median, print_header, setup,
 import torch  # noqa: E402  (common puts the repository on sys.path first)
 
 from dass.config import load_config  # noqa: E402
-from dass.data import TaskData  # noqa: E402
-from dass.logit_cache import TeacherLogitCache  # noqa: E402
-from dass.losses import kd_loss  # noqa: E402
+from dass.data.tasks import TaskData  # noqa: E402
+from dass.train.logit_cache import TeacherLogitCache  # noqa: E402
+from dass.train.losses import kd_loss  # noqa: E402
 from dass.nets import ResNet  # noqa: E402
 from dass.remap import remapped_student  # noqa: E402
 from dass.space import Arch, SearchSpace  # noqa: E402
-from dass.train import distill, freeze  # noqa: E402
+from dass.train.engine import distill, freeze  # noqa: E402
 
 
 def mid_student(space: SearchSpace) -> Arch:
@@ -138,7 +138,7 @@ class _Stop(Exception):
 def engine_epochs(teacher: ResNet, student: ResNet, images, labels, *, batch: int, size: int, padding: int,
                   epochs: int, device: torch.device, compile_: bool = False,
                   logit_cache: Optional[TeacherLogitCache] = None) -> list[float]:
-    """Seconds per epoch of ``dass.train.distill`` (epoch_time of its metrics; first = warm-up)."""
+    """Seconds per epoch of ``dass.train.engine.distill`` (epoch_time of its metrics; first = warm-up)."""
     cfg = load_config(None, [f"space.image_size={size}", f"data.crop_padding={padding}", f"kd.batch_size={batch}",
                              f"kd.epochs={epochs + 1}", "kd.eval_every=1000000", f"run.device={device.type}",
                              f"train.compile={str(compile_).lower()}", "train.amp=auto", "train.channels_last=true",
@@ -203,7 +203,7 @@ def main() -> None:
     sides = {"reference": reference_epochs, "engine": engine_epochs}
     if not args.no_cache:
         # The database builder's steady state: every student of a task after the first reads the teacher's
-        # logits from the shared cache (dass.logit_cache). Filled once here by an untimed run of another
+        # logits from the shared cache (dass.train.logit_cache). Filled once here by an untimed run of another
         # student; the timed runs then never call the teacher.
         cache = TeacherLogitCache(2 ** 40)
         filler = remapped_student(teacher, space.smallest(), "copy_paste_first").to(device)

@@ -3,7 +3,7 @@
 
 Same setup as ``bench/bench_kd.py`` (paper scale: 64x64, 40 classes, ResNet42 teacher, the 3-3-3-3 x0.75
 student, batch 64, random images), three sides alternated ``--repeats`` times: the authors'-style
-reference loop (``bench_kd.reference_epochs``); ``dass.train.distill`` in this process with ``--procs``
+reference loop (``bench_kd.reference_epochs``); ``dass.train.engine.distill`` in this process with ``--procs``
 threads; the same call under ``torchrun --standalone --nproc_per_node PROCS`` with one thread per
 process: the engine's DDP path (gloo on CPU), where every rank draws the same global batch and trains on
 its ``rank::world`` slice, so the optimisation is the one-process run's. Every side runs 1 warm-up and
@@ -30,7 +30,7 @@ from bench_kd import engine_epochs, mid_student, random_images, reference_epochs
 from dass.nets import ResNet  # noqa: E402
 from dass.remap import remapped_student  # noqa: E402
 from dass.space import SearchSpace  # noqa: E402
-from dass.train import freeze  # noqa: E402
+from dass.train.engine import freeze  # noqa: E402
 
 CLASSES = 40
 

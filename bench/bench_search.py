@@ -4,13 +4,13 @@
 A candidate is *scored* when it has been remapped from the teacher and run on the fixed noise (its stage-4
 functional map, docs/method.md#embedding), encoded (docs/method.md#space), sized (MACs/params, for the
 budget) and given a predicted accuracy by the predictor after teacher-guided adaptation
-(``dass.meta.predict``, docs/method.md#predictor, #meta-learning). Paper scale: the ResNet42 teacher at 64
+(``dass.predictor.meta.predict``, docs/method.md#predictor, #meta-learning). Paper scale: the ResNet42 teacher at 64
 px, the paper's space, 256 x 8 x 8 maps, the paper's predictor. Weights are seeded random ones (throughput
 does not depend on their values).
 
 Embedding paths:
 
-* **per candidate**: ``dass.embed.student_map`` for each candidate (what ``dass.database.candidate_records``
+* **per candidate**: ``dass.embed.student_map`` for each candidate (what ``dass.db.build.candidate_records``
   does today);
 * **fastembed**: ``dass.fastembed.remapped_maps`` (shared prefixes, cached slices; bit-identical --
   checked here on the first candidates and in tests/test_fastembed.py);
@@ -40,9 +40,9 @@ import torch  # noqa: E402
 from dass.config import load_config  # noqa: E402
 from dass.embed import noise_input, student_map  # noqa: E402
 from dass.fastembed import chain, remapped_maps  # noqa: E402
-from dass.meta import MetaTrainer, build_predictor, init_inner_lrs, predict  # noqa: E402
+from dass.predictor.meta import MetaTrainer, build_predictor, init_inner_lrs, predict  # noqa: E402
 from dass.nets import ResNet  # noqa: E402
-from dass.records import TaskRecords, TeacherRecord  # noqa: E402
+from dass.db.records import TaskRecords, TeacherRecord  # noqa: E402
 from dass.space import SearchSpace  # noqa: E402
 from dass.testing import make_task  # noqa: E402
 

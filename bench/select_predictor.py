@@ -18,8 +18,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dass.config import load_config, resolve_device  # noqa: E402
-from dass.meta import load_predictor, load_tasks, train_or_reuse  # noqa: E402
-from dass.methods import variant_config  # noqa: E402
+from dass.predictor.meta import load_predictor, load_tasks, train_or_reuse  # noqa: E402
+from dass.predictor.methods import variant_config  # noqa: E402
 
 CANDIDATES = {
     "base": [],

@@ -5,18 +5,18 @@ Public API (kept stable; the CLI, scripts and notebook use it):
 - :mod:`dass.config` -- ``load_config(path, overrides)`` -> typed :class:`~dass.config.Config`
 - :mod:`dass.space` -- ``Arch``, ``SearchSpace`` (sample, teacher, encode, macs, params)
 - :mod:`dass.nets` -- ``ResNet``, ``load_teacher`` (a state-dict file into a ResNet)
-- :mod:`dass.teachers` -- ``teacher_status``, ``is_teacher_ready``, ``load_teacher_for``, ``ensure_teacher``
+- :mod:`dass.train.teachers` -- ``teacher_status``, ``is_teacher_ready``, ``load_teacher_for``, ``ensure_teacher``
   (the one notion of a ready teacher; released teachers are read only)
 - :mod:`dass.remap` -- ``remap(teacher, student, strategy)``
-- :mod:`dass.data` -- ``load_task(name, cfg)``, ``make_loader(task, cfg, split, batch_size)``
-- :mod:`dass.train` -- ``train_teacher``, ``distill``, ``kd_student``, ``evaluate``
-- :mod:`dass.logit_cache` -- ``TeacherLogitCache`` (pass to ``distill`` to share teacher logits)
+- :mod:`dass.data.tasks` -- ``load_task(name, cfg)``, ``make_loader(task, cfg, split, batch_size)``
+- :mod:`dass.train.engine` -- ``train_teacher``, ``distill``, ``kd_student``, ``evaluate``
+- :mod:`dass.train.logit_cache` -- ``TeacherLogitCache`` (pass to ``distill`` to share teacher logits)
 - :mod:`dass.embed` -- ``noise_input``, ``functional_map``, ``student_map``;
   :mod:`dass.fastembed` -- ``remapped_maps``, ``remapped_maps_parallel``
-- :mod:`dass.database` / :mod:`dass.records` -- ``build``, ``merge``, ``load_records``, ``load_candidates``;
+- :mod:`dass.db.build` / :mod:`dass.db.records` -- ``build``, ``merge``, ``load_records``, ``load_candidates``;
   :mod:`dass.layout` -- ``config_layout`` (the input layout every written file carries)
-- :mod:`dass.meta` -- ``MetaTrainer``, ``load_predictor``, ``predict``, ``evaluate_task``
-- :mod:`dass.methods` -- ``REGISTRY``, ``score(name, records)``: DaSS, its ablations and every baseline
+- :mod:`dass.predictor.meta` -- ``MetaTrainer``, ``load_predictor``, ``predict``, ``evaluate_task``
+- :mod:`dass.predictor.methods` -- ``REGISTRY``, ``score(name, records)``: DaSS, its ablations and every baseline
 - :mod:`dass.evaluate` -- ``run_meta_test(cfg, seeds=...)`` -> rows and statistics;
   :mod:`dass.stats` -- ``bootstrap_spearman``, ``paired_bootstrap``, ``noise_ceiling``, ``verdict``
 - :mod:`dass.manifest` -- ``write_manifest``, ``verify_manifest`` (a committed database)

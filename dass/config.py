@@ -57,7 +57,7 @@ class DataConfig:
     std: float = 0.5
     # QuickDraw's train split is cut to this many images per class (docs/method.md#benchmark).
     quickdraw_train_per_class: int = 20
-    # Embedded default: the generated task family (dass.synthetic)
+    # Embedded default: the generated task family (dass.data.synthetic)
     synthetic_seed: int = 0
     synthetic_num_tasks: int = 12
     synthetic_train_per_class: int = 100
@@ -95,7 +95,7 @@ class TeacherConfig:
     eval_every: int = 5
     seed: int = 0
     # the authors' optional heavy augmentation (their --aug, off in their scripts): a second horizontal
-    # flip, Gaussian blur and a 30-70 degree rotation after crop + flip (dass.augment.heavy_augment)
+    # flip, Gaussian blur and a 30-70 degree rotation after crop + flip (dass.data.loader.heavy_augment)
     heavy_aug: bool = False
 
 
@@ -115,7 +115,7 @@ class KDConfig:
     remap: str = field(default="copy_paste_first", metadata=_choices(
         "copy_paste_first", "copy_paste_last", "uniform", "copy_paste_uniform", "copy_paste_uniform_last", "random"))
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])   # the searched student's seeds
-    # Memory for teacher logits shared by the students of a task (dass.logit_cache; build-db, demo):
+    # Memory for teacher logits shared by the students of a task (dass.train.logit_cache; build-db, demo):
     # paper scale needs 144 MB per Tiny ImageNet split (18,000 images x 40 classes x 50 epochs).
     # 0 = run the teacher on every batch.
     logit_cache_mb: int = 2048
@@ -186,12 +186,12 @@ class PredictorConfig:
     dataset_heads: int = 4
     dataset_samples_per_class: int = 20
     # Set Transformer attention scaling: "reference" divides by sqrt(model width) as the reference code
-    # (MetaD2A/DaSS) does; "textbook" by sqrt(width / heads). See dass/set_encoder.py.
+    # (MetaD2A/DaSS) does; "textbook" by sqrt(width / heads). See dass/predictor/set_encoder.py.
     attention_scale: str = field(default="reference", metadata=_choices("reference", "textbook"))
     dataset_block: str = field(default="sab", metadata=_choices("sab", "isab"))  # MetaD2A uses SAB
     # "none": the head regresses accuracy in percent, as the authors' release does. "meta_train": it
     # regresses (acc - mean) / std of the meta-train accuracies and the losses are measured in those
-    # units (keeps the tanh head out of saturation on short runs; see dass/predictor.py).
+    # units (keeps the tanh head out of saturation on short runs; see dass/predictor/model.py).
     target_norm: str = field(default="none", metadata=_choices("none", "meta_train"))
 
 

@@ -28,23 +28,23 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import database as db
+from .db import build as db
 from .config import Config, load_config, resolve_device, save_config
-from .data import load_task
-from .database import candidate_file, search_root, task_plan
+from .data.tasks import load_task
+from .db.build import candidate_file, search_root, task_plan
 from .io import read_json, write_json
-from .logit_cache import TeacherLogitCache
-from .meta import load_tasks, train_or_reuse
+from .train.logit_cache import TeacherLogitCache
+from .predictor.meta import load_tasks, train_or_reuse
 from .evaluate import format_statistics, run_meta_test
 from .manifest import verify_benchmark
 from .metrics import STD_NOTE, mean_std
-from .records import task_file
+from .db.records import task_file
 from .remap import remapped_student
 from .search import run_search
 from .space import Arch, SearchSpace
-from .synthetic import generate_tasks
-from .teachers import load_teacher_for
-from .train import distill
+from .data.synthetic import generate_tasks
+from .train.teachers import load_teacher_for
+from .train.engine import distill
 
 
 class Stages:

@@ -21,7 +21,7 @@ docs/method.md#evaluation. For every meta-test task each method scores the task'
 ``seeds``: meta-train every trained method once per meta-training seed (``meta.seed``), each into its
 own folder (reused when done), and report DaSS as mean ± sample std over seeds; without seeds DaSS is
 the given checkpoint and each trained baseline one run with the config's seed. Models are selected on
-meta-valid only (:func:`dass.meta.train_or_reuse`).
+meta-valid only (:func:`dass.predictor.meta.train_or_reuse`).
 """
 from __future__ import annotations
 
@@ -35,15 +35,15 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from . import methods as registry
+from .predictor import methods as registry
 from . import stats
 from .config import from_dict, resolve_device, to_dict
 from .errors import CheckpointError, ConfigError, DataError
 from .io import write_csv, write_json
-from .meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
+from .predictor.meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
 from .metrics import nanmean, rank_desc
 from .plots import scatter_svg
-from .records import TaskRecords
+from .db.records import TaskRecords
 from .spearman_csv import spearman_csv_path, write_spearman_csv
 
 METRICS = ("spearman", "pearson", "kendall", "top1", "top5", "best")

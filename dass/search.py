@@ -1,7 +1,7 @@
 """Rapid distillation-aware student search on an unseen task (docs/method.md#search).
 
 1. Candidates: the pool written by ``build-db`` or the authors' (``preprocessed/search/<task>.pt``, see
-   :func:`dass.records.candidate_dict`), or -- for a user's
+   :func:`dass.db.records.candidate_dict`), or -- for a user's
    own dataset and teacher -- computed on the fly: the same seeded candidate architectures, remapped from
    the teacher and embedded on the fixed noise (no training).
 2. Adapt the meta-trained predictor on the task's teacher (one inner step on the teacher's own record:
@@ -26,18 +26,18 @@ import torch
 import yaml
 
 from .config import Config, resolve_device
-from .data import load_task, make_loader
-from .database import (_dataset_features, candidate_archs, candidate_records, load_candidates,
+from .data.tasks import load_task, make_loader
+from .db.build import (_dataset_features, candidate_archs, candidate_records, load_candidates,
                        search_root)
 from .errors import ConfigError, DassError
 from .io import atomic_torch_save, atomic_write_text, read_authors_yaml, write_csv
 from .layout import config_layout
-from .meta import load_predictor, predict, reset_inner_lrs
-from .methods import get, score, variant_config
-from .records import TaskRecords, candidate_file
+from .predictor.meta import load_predictor, predict, reset_inner_lrs
+from .predictor.methods import get, score, variant_config
+from .db.records import TaskRecords, candidate_file
 from .space import Arch, SearchSpace
-from .teachers import ensure_teacher, load_teacher_file
-from .train import evaluate
+from .train.teachers import ensure_teacher, load_teacher_file
+from .train.engine import evaluate
 
 
 @dataclass
@@ -148,7 +148,7 @@ def write_search(cfg: Config, res: SearchResult) -> Path:
                      "channel_widths": [list(w) for w in a.widths]})
     write_csv(out / f"{res.task}_scores.csv", rows)
     atomic_torch_save([a.to_dict() for a in res.records.archs], out / f"{res.task}_candidates.pt")
-    from .database import net_samples_of, sync_net_samples
+    from .db.build import net_samples_of, sync_net_samples
 
     sync_net_samples(cfg, net_samples_of(res.records), strict=False)  # where the authors' KD looks
     return update_obtained_index(out, res.task, res.method, res.records.net_index[res.best])

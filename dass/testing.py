@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .records import LIST_KEYS, MAP_KEY, MODES, TaskRecords, TeacherRecord, records_to_dict, save_records
+from .db.records import LIST_KEYS, MAP_KEY, MODES, TaskRecords, TeacherRecord, records_to_dict, save_records
 from .space import SearchSpace
 
 
@@ -126,7 +126,7 @@ def write_authors_preprocessed(space: SearchSpace, root: str | Path, tasks: dict
     record, and for each meta-test task a search pool ``search/<task>.pt`` holding only the predictor inputs
     nested under ``pred_inp`` and the map key (no architectures, no teacher), whose architectures are
     listed once in ``net_info/net_samples.pt`` as ``(flops, params, depth_config, channel_widths)``."""
-    from .records import teacher_record_dict
+    from .db.records import teacher_record_dict
 
     root = Path(root)
     ours = root / "ours"

@@ -14,11 +14,11 @@ import yaml
 
 from clitools import tiny_config, write_config, write_toy_tasks
 from dass.cli import main
-from dass.database import load_candidates
+from dass.db.build import load_candidates
 from dass.errors import DassError
 from dass.io import read_authors_yaml
 from dass.nets import ResNet
-from dass.records import net_samples_file
+from dass.db.records import net_samples_file
 from dass.search import update_obtained_index
 from dass.space import Arch, SearchSpace
 from dass.testing import write_authors_preprocessed

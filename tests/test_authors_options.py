@@ -9,7 +9,7 @@ from dass.errors import ConfigError
 @pytest.fixture(scope="module")
 def trained_small(tmp_path_factory):
     """A short seeded meta-training on the fixture database (tasks t0-t3, v0, x0, x1)."""
-    from dass.meta import MetaTrainer, load_tasks
+    from dass.predictor.meta import MetaTrainer, load_tasks
     from dass.testing import fixture_db_for_config
     from test_meta import small_cfg
 
@@ -29,7 +29,7 @@ def test_num_students_must_cover_a_support_and_a_full_query_set():
 
 
 def test_meta_test_tasks_get_their_own_student_count(tmp_path):
-    from dass.database import work_items
+    from dass.db.build import work_items
 
     cfg = load_config(None, ["db.num_students=4", "meta.n_query=3", "db.num_students_meta_test=2",
                              "tasks.meta_train=[a]", "tasks.meta_valid=[b]", "tasks.meta_test=[c]",
@@ -44,7 +44,7 @@ def test_meta_test_tasks_get_their_own_student_count(tmp_path):
 def test_acc_type_chooses_the_label(tmp_path):
     import torch
 
-    from dass.meta import load_tasks
+    from dass.predictor.meta import load_tasks
     from dass.testing import fixture_db_for_config
     from test_meta import small_cfg
 
@@ -100,7 +100,7 @@ def test_copy_paste_uniform_variants_take_first_or_last_blocks_with_strided_chan
 def test_meta_test_writes_the_authors_spearman_csv(tmp_path, trained_small):
     import csv
 
-    from dass.meta import evaluate_task, load_predictor, load_tasks, predict
+    from dass.predictor.meta import evaluate_task, load_predictor, load_tasks, predict
     from dass.evaluate import run_meta_test
 
     cfg, ckpt = trained_small
@@ -129,7 +129,7 @@ def test_authors_dataset_keys():
 def test_rotation_and_blur_match_torchvision_semantics():
     import torch
 
-    from dass.augment import gaussian_blur, rotate
+    from dass.data.loader import gaussian_blur, rotate
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 9, 9, generator=g)
@@ -153,8 +153,8 @@ def test_rotation_and_blur_match_torchvision_semantics():
 def test_heavy_teacher_augmentation_is_opt_in_and_seeded(tmp_path):
     import torch
 
-    from dass import train
-    from dass.augment import BatchLoader
+    from dass.train import engine as train
+    from dass.data.loader import BatchLoader
     from test_train import make_cfg, tiny_task
 
     task = tiny_task(n_train=64, n_test=32)

@@ -1,4 +1,4 @@
-"""dass.data: the authors' numpy layouts, validation on load, batched loaders."""
+"""dass.data.tasks: the authors' numpy layouts, validation on load, batched loaders."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dass.config import load_config
-from dass.data import (COMPLETE_MARKER, TaskData, first_per_class, load_task, make_loader, task_names,
+from dass.data.tasks import (COMPLETE_MARKER, TaskData, first_per_class, load_task, make_loader, task_names,
                        validate_arrays)
 from dass.errors import DataError
 
@@ -355,7 +355,7 @@ def test_task_names():
 
 
 def test_crop_flip_with_given_draws():
-    from dass.augment import crop_flip, draw_crop_flip, random_crop_flip
+    from dass.data.loader import crop_flip, draw_crop_flip, random_crop_flip
 
     x = torch.arange(8.0).reshape(2, 1, 2, 2)          # two 2x2 images: [[0,1],[2,3]] and [[4,5],[6,7]]
     oy, ox, fl = torch.tensor([0, 2]), torch.tensor([2, 1]), torch.tensor([False, True])

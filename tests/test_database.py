@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from dass import database as db
+from dass.db import build as db
 from dass.config import load_config
 from dass.errors import DassError
-from dass.records import load_records, load_teacher_record, net_samples_file, task_file
+from dass.db.records import load_records, load_teacher_record, net_samples_file, task_file
 
 from clitools import write_toy_tasks
 

@@ -23,8 +23,8 @@ def _db_cfg(tmp, data_root, **db):
 
 
 def _build(cfg):
-    from dass import database as db
-    from dass.records import load_records
+    from dass.db import build as db
+    from dass.db.records import load_records
 
     db.build(cfg, progress=False, log=lambda s: None)   # teachers trained from scratch: fresh checkpoint dirs
     return {task: load_records(cfg.db.out, mode, task) for mode, task in db.task_plan(cfg)}
@@ -65,7 +65,7 @@ def _meta_cfg(tmp, *extra):
 
 
 def _train_and_predict(cfg):
-    from dass.meta import MetaTrainer, load_predictor, load_tasks, predict
+    from dass.predictor.meta import MetaTrainer, load_predictor, load_tasks, predict
 
     train, valid, test = (load_tasks(cfg, m) for m in ("meta_train", "meta_valid", "meta_test"))
     s = MetaTrainer(cfg, train, valid, test, cfg.meta.out, "cpu", progress=False).run()
@@ -92,7 +92,7 @@ def test_predictor_outputs_are_bit_identical_for_the_same_seed(tmp_path, one_thr
 
 def test_prediction_does_not_depend_on_batching_or_repetition(tmp_path):
     """Scoring a pool in chunks (as a search over many candidates does) gives the same numbers."""
-    from dass.meta import build_predictor, init_inner_lrs, predict
+    from dass.predictor.meta import build_predictor, init_inner_lrs, predict
     from dass.testing import fixture_db_for_config
 
     cfg = _meta_cfg(tmp_path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dass import train
+from dass.train import engine as train
 from dass.config import load_config
 from dass.nets import ResNet
 from dass.remap import remapped_student
@@ -71,7 +71,7 @@ def test_bf16_autocast_on_cpu_runs_and_changes_the_numbers(tmp_path):
 
 
 def test_channels_last_batches_and_results(tmp_path):
-    from dass.data import make_loader
+    from dass.data.tasks import make_loader
 
     task = tiny_task(n_train=64, n_test=32)
     cfg = make_cfg(tmp_path, "train.channels_last=true")
@@ -85,7 +85,7 @@ def test_channels_last_batches_and_results(tmp_path):
 def test_preloaded_on_device_path_trains_like_the_host_path(tmp_path):
     """``preload`` is the CUDA path (uint8 data on the device, draws moved in one transfer); forced on CPU
     it must give the same run as the host loader, step for step."""
-    from dass import data as data_mod
+    from dass.data import tasks as data_mod
 
     task = tiny_task(n_train=64, n_test=32)
     base = _kd(tmp_path, task=task)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dass.meta import MetaTrainer, load_predictor, load_tasks, predict, reset_inner_lrs
+from dass.predictor.meta import MetaTrainer, load_predictor, load_tasks, predict, reset_inner_lrs
 from dass.search import score_candidates
 from dass.testing import fixture_db_for_config
 from test_meta import small_cfg

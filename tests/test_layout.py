@@ -12,7 +12,7 @@ from dass.cli import main
 from dass.config import load_config
 from dass.errors import DassError
 from dass.layout import config_layout, difference
-from dass.records import task_file, teacher_file
+from dass.db.records import task_file, teacher_file
 from dass.testing import write_authors_preprocessed
 from dass.space import SearchSpace
 
@@ -117,7 +117,7 @@ def test_difference_names_the_first_field():
 
 
 def test_malformed_layout_entry_is_refused(built, tmp_path):
-    from dass.records import load_records
+    from dass.db.records import load_records
 
     conf, cfg = built
     import shutil
@@ -136,7 +136,7 @@ def test_finished_predictor_is_reused_only_for_its_layout(built, tmp_path):
     import copy
     import shutil
 
-    from dass.meta import load_tasks, train_or_reuse
+    from dass.predictor.meta import load_tasks, train_or_reuse
 
     conf, cfg = built
     shutil.copytree(cfg.meta.out, tmp_path / "meta")
@@ -157,7 +157,7 @@ def test_finished_predictor_is_not_reused_for_a_rebuilt_database(built, tmp_path
     """Same config, same layout, other labels (a database rebuilt with other content): train again."""
     import shutil
 
-    from dass.meta import load_tasks, train_or_reuse
+    from dass.predictor.meta import load_tasks, train_or_reuse
 
     conf, cfg = built
     shutil.copytree(cfg.meta.out, tmp_path / "meta")
@@ -183,7 +183,7 @@ def test_finished_predictor_is_not_reused_for_a_rebuilt_database(built, tmp_path
 
 
 def test_search_writes_net_samples_where_the_authors_kd_looks(built, tmp_path, capsys):
-    from dass.records import net_samples_file
+    from dass.db.records import net_samples_file
 
     conf, cfg = built
     teacher = str(Path(cfg.run.checkpoint_dir) / "teacher" / "toy-2" / "model_best.pth.tar")

@@ -1,11 +1,11 @@
-"""The teacher-logit cache shared by the students of a task (dass.logit_cache)."""
+"""The teacher-logit cache shared by the students of a task (dass.train.logit_cache)."""
 import copy
 
 import pytest
 import torch
 
-from dass import train
-from dass.logit_cache import TeacherLogitCache, stream_bytes, stream_key
+from dass.train import engine as train
+from dass.train.logit_cache import TeacherLogitCache, stream_bytes, stream_key
 from dass.nets import ResNet
 from dass.remap import remapped_student
 from dass.space import Arch

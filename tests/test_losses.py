@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dass.losses import kd_loss, label_smoothed_ce, soft_cross_entropy
+from dass.train.losses import kd_loss, label_smoothed_ce, soft_cross_entropy
 
 
 def _logits(seed, n=6, k=5, scale=3.0):

@@ -9,7 +9,7 @@ import yaml
 from dass import manifest
 from dass.config import load_config
 from dass.errors import DassError
-from dass.records import MODES, load_records
+from dass.db.records import MODES, load_records
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "configs" / "bench.yaml"
@@ -79,7 +79,7 @@ def test_committed_benchmark_database_loads_and_matches_its_manifest():
     doc = manifest.verify_manifest(BENCH)
     cfg = load_config(BENCH)
     assert doc["total_bytes"] <= 25 * 2 ** 20
-    from dass.database import num_students
+    from dass.db.build import num_students
 
     for mode in MODES:
         for task in getattr(cfg.tasks, mode):
@@ -94,8 +94,8 @@ def test_committed_benchmark_labels_are_reproduced_by_the_current_code(tmp_path)
     get the committed maps and per-seed labels: the records and the code that reads them agree."""
     import torch
 
-    from dass import database as db
-    from dass import synthetic as syn
+    from dass.db import build as db
+    from dass.data import synthetic as syn
 
     cfg = load_config(BENCH, [f"data.root={tmp_path / 'data'}", f"db.out={tmp_path / 'db' / 'preprocessed'}",
                               f"run.checkpoint_dir={ROOT / 'bench' / 'db' / 'checkpoint'}", "tasks.meta_train=[]",

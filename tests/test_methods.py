@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dass import methods
+from dass.predictor import methods
 from dass.commands import meta_test as meta_test_cmd
 from dass.commands import search as search_cmd
 from dass.config import load_config
@@ -62,7 +62,7 @@ def test_search_with_a_trained_baseline_needs_its_predictor(small_space, tmp_pat
 def test_method_overrides_give_a_baseline_its_own_settings(tmp_path):
     from dass.config import load_config
     from dass.errors import ConfigError
-    from dass.methods import variant_config
+    from dass.predictor.methods import variant_config
 
     cfg = load_config(None, [f"meta.out={tmp_path}", "predictor.target_norm=none",
                              "meta.method_overrides=[metad2a:predictor.target_norm=meta_train, metad2a:meta.n_query=7]"])

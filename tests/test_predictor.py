@@ -8,8 +8,8 @@ import torch
 
 from dass.config import PredictorConfig
 from dass.errors import ConfigError, DataError
-from dass.predictor import Predictor
-from dass.set_encoder import MAB, DatasetEncoder, dataset_features, image_features
+from dass.predictor.model import Predictor
+from dass.predictor.set_encoder import MAB, DatasetEncoder, dataset_features, image_features
 
 C, H, E, FD = 6, 2, 7, 10
 

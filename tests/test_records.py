@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dass.errors import DassError
-from dass.records import (LIST_KEYS, MAP_KEY, TaskRecords, TeacherRecord, dict_to_records, load_records,
+from dass.db.records import (LIST_KEYS, MAP_KEY, TaskRecords, TeacherRecord, dict_to_records, load_records,
                           records_to_dict, save_records, task_file, teacher_file)
 from dass.space import SearchSpace
 

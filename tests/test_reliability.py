@@ -89,8 +89,8 @@ def kd_setup(tmp_path_factory):
     cfg = tiny_config(base, data, kd={"epochs": 8, "batch_size": 16, "eval_every": 2},
                       tasks={"meta_train": ["toy-0"], "meta_valid": [], "meta_test": []})
     from dass.config import load_config
-    from dass.data import load_task
-    from dass.train import train_teacher
+    from dass.data.tasks import load_task
+    from dass.train.engine import train_teacher
 
     c = load_config(write_config(base / "teacher.yaml", cfg))
     train_teacher(load_task("toy-0", c), c, device="cpu", progress=False)   # in-process: not under test here
@@ -154,8 +154,8 @@ def _items(db_out: Path) -> int:
 
 def test_build_db_sigkill_then_resume_equals_uninterrupted(tmp_path):
     from dass.config import load_config
-    from dass.database import candidate_file, search_root, task_plan
-    from dass.records import load_records
+    from dass.db.build import candidate_file, search_root, task_plan
+    from dass.db.records import load_records
 
     data = tmp_path / "data"
     for k, nc in enumerate((3, 4, 3)):

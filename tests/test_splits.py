@@ -1,4 +1,4 @@
-"""dass.splits: Tiny ImageNet class splits in the authors' format."""
+"""dass.data.splits: Tiny ImageNet class splits in the authors' format."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 
 from dass.cli import main
 from dass.config import load_config
-from dass.data import load_task
+from dass.data.tasks import load_task
 from dass.errors import DataError
-from dass.splits import choose_classes, make_tiny_imagenet_splits
+from dass.data.splits import choose_classes, make_tiny_imagenet_splits
 
 
 def fake_tiny_imagenet(root, num_classes=20, per_class=10, labels_subdir=True):

@@ -1,4 +1,4 @@
-"""dass.synthetic: the generated task family and the bundled digits task."""
+"""dass.data.synthetic: the generated task family and the bundled digits task."""
 from __future__ import annotations
 
 import hashlib
@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dass.synthetic as syn
+import dass.data.synthetic as syn
 from dass.cli import main
 from dass.config import load_config
-from dass.data import COMPLETE_MARKER, load_task, make_loader
+from dass.data.tasks import COMPLETE_MARKER, load_task, make_loader
 from dass.errors import ConfigError, DataError
 
 ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -298,7 +298,7 @@ def test_v3_gives_up_with_a_clear_error(tmp_path, monkeypatch):
 
 def test_v3_probe_is_the_teacher_build_db_trains(tmp_path):
     """The probe trains the configured teacher on CPU: its accuracy is what train_teacher reports."""
-    from dass.train import train_teacher
+    from dass.train.engine import train_teacher
 
     cfg = small_cfg(tmp_path, "data.synthetic_family=v3", "data.synthetic_num_tasks=1", "teacher.epochs=1",
                     "space.stage_widths=[4,4,4,4]", "space.width_multipliers=[1.0]", "space.max_depth=1",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clitools import run_main, tiny_config, write_config, write_toy_tasks
-from dass import teachers
+from dass.train import teachers
 from dass.config import from_dict
 from dass.errors import CheckpointError
 from dass.nets import ResNet
@@ -82,8 +82,8 @@ def test_released_teachers_are_read_only_in_build_db_search_and_kd(tmp_path, dat
 
 
 def test_training_into_a_released_teacher_is_refused(tmp_path, data_root):
-    from dass.data import load_task
-    from dass.train import train_teacher
+    from dass.data.tasks import load_task
+    from dass.train.engine import train_teacher
 
     cfg_d = tiny_config(tmp_path, data_root)
     p = release_teacher(cfg_d, "toy-0")

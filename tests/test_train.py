@@ -7,11 +7,12 @@ import pytest
 import torch
 import yaml
 
-from dass import teachers, train
-from dass.augment import BatchLoader
+from dass.train import engine as train
+from dass.train import teachers
+from dass.data.loader import BatchLoader
 from dass.cli import main
 from dass.config import load_config
-from dass.data import TaskData
+from dass.data.tasks import TaskData
 from dass.errors import CheckpointError
 from dass.io import atomic_torch_save, read_jsonl, safe_torch_load
 from dass.nets import ResNet
@@ -310,11 +311,11 @@ def test_cli_bad_input_exits_2_with_one_line(capsys, tmp_path, argv, msg):
 
 
 def test_cli_train_teacher_then_kd(capsys, tmp_path, monkeypatch):
-    import dass.data
+    import dass.data.tasks
 
     task = tiny_task(n_train=64, n_test=32)
-    monkeypatch.setattr(dass.data, "load_task", lambda name, cfg: task if name == TASK else None)
-    monkeypatch.setattr(dass.data, "require_task_files", lambda cfg, names, **k: None)   # the data is in memory
+    monkeypatch.setattr(dass.data.tasks, "load_task", lambda name, cfg: task if name == TASK else None)
+    monkeypatch.setattr(dass.data.tasks, "require_task_files", lambda cfg, names, **k: None)   # the data is in memory
     common = ["--config", "configs/demo.yaml", f"run.out_dir={tmp_path}/runs", f"run.checkpoint_dir={tmp_path}/ck",
               f"search.out={tmp_path}/search", "teacher.epochs=1", "kd.epochs=1", "teacher.batch_size=32",
               "kd.batch_size=32"]

@@ -23,8 +23,8 @@ def add_arguments(p) -> None:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from .. import database as db
-    from ..data import require_task_files
+    from ..db import build as db
+    from ..data.tasks import require_task_files
 
     modes = args.split
     if args.num_shards < 1 or args.workers < 1:

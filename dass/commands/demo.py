@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..data import require_task_files
+    from ..data.tasks import require_task_files
     from ..demo import run_demo
 
     # the demo generates its own tasks; any other dataset must already be there (fail before the work)

@@ -113,7 +113,7 @@ def arch_from_search(cfg, task: str, method: str) -> tuple[Arch, int]:
         raise DataError(f"search result {ypath}: net_index.{task}.{method} must be an integer, got {index!r}")
     cpath = out / f"{task}_candidates.pt"
     if not cpath.is_file():  # the authors' search writes only the index; their KD resolves it here
-        from ..records import net_samples_file
+        from ..db.records import net_samples_file
 
         cpath = net_samples_file(cfg.db.out)
         if not cpath.is_file():
@@ -143,9 +143,9 @@ def parse_seeds(text) -> list[int]:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..data import load_task, require_task_files
-    from ..teachers import load_teacher_for
-    from ..train import dist_env, kd_seeds, kd_student, kd_run_dir, setup_device
+    from ..data.tasks import load_task, require_task_files
+    from ..train.teachers import load_teacher_for
+    from ..train.engine import dist_env, kd_seeds, kd_student, kd_run_dir, setup_device
 
     name = check_task(cfg, args.task)
     space = SearchSpace.from_config(cfg)

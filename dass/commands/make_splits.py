@@ -2,7 +2,7 @@
 (docs/method.md#benchmark).
 
 Reads ``<root>/labels/train_labels.npy`` and writes ``<root>/10_split/split_{k}.npz`` (label_list,
-idx_train, idx_valid); see :mod:`dass.splits` for how classes and images are chosen.
+idx_train, idx_valid); see :mod:`dass.data.splits` for how classes and images are chosen.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..splits import make_tiny_imagenet_splits
+from ..data.splits import make_tiny_imagenet_splits
 
 
 def add_arguments(p) -> None:

@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..synthetic import describe_tasks, generate_tasks
+    from ..data.synthetic import describe_tasks, generate_tasks
 
     root = Path(args.out if args.out is not None else cfg.data.root)
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DassError
-from ..methods import help_text
+from ..predictor.methods import help_text
 
 
 def add_arguments(p) -> None:

@@ -26,7 +26,7 @@ def _fmt(v) -> str:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..meta import MetaTrainer, load_tasks
+    from ..predictor.meta import MetaTrainer, load_tasks
 
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)

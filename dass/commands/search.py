@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..config import save_config
-from ..methods import REGISTRY, help_text
+from ..predictor.methods import REGISTRY, help_text
 
 
 def add_arguments(p) -> None:
@@ -21,9 +21,9 @@ def add_arguments(p) -> None:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..data import require_task_files
-    from ..database import search_root
-    from ..records import candidate_file
+    from ..data.tasks import require_task_files
+    from ..db.build import search_root
+    from ..db.records import candidate_file
     from ..search import format_top, run_search
 
     tasks = args.task or list(cfg.tasks.meta_test)

@@ -4,7 +4,7 @@
 ``--task NAME`` trains one task; ``--task all`` every task of ``tasks.meta_train``,
 ``tasks.meta_valid`` and ``tasks.meta_test``. Meta-test tasks (or any task with ``--meta-test``) use
 ``teacher.lr_meta_test``, as the authors' teachers of the unseen datasets do. A task whose teacher is
-ready (:mod:`dass.teachers`: a finished run of ours or a released ``model_best.pth.tar``) is checked
+ready (:mod:`dass.train.teachers`: a finished run of ours or a released ``model_best.pth.tar``) is checked
 against the task and skipped, never retrained; an interrupted one resumes. Prints a table of accuracies.
 """
 from __future__ import annotations
@@ -39,9 +39,9 @@ def check_task(cfg, name: str) -> str:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..data import load_task, require_task_files
-    from ..teachers import is_teacher_ready, load_teacher_for, teacher_dir, teacher_status
-    from ..train import dist_env, setup_device, train_teacher
+    from ..data.tasks import load_task, require_task_files
+    from ..train.teachers import is_teacher_ready, load_teacher_for, teacher_dir, teacher_status
+    from ..train.engine import dist_env, setup_device, train_teacher
 
     if args.task == "all":
         jobs = [(n, n in cfg.tasks.meta_test or args.meta_test) for n in known_tasks(cfg)]

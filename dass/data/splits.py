@@ -3,7 +3,7 @@
 The authors' release lacks the generator (docs/method.md#authors-compat).
 
 A split file ``<root>/<num_splits>_split/split_<k>.npz`` holds three int64 arrays, read by the
-authors' meta-train loader as follows (and by :func:`dass.data.load_tiny_imagenet` the same way):
+authors' meta-train loader as follows (and by :func:`dass.data.tasks.load_tiny_imagenet` the same way):
 
 - ``label_list``: the split's classes (original Tiny ImageNet ids); label ``y`` becomes
   ``label_list.index(y)``, so the task has ``len(label_list)`` classes;
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import tiny_imagenet_labels_path, load_npy, validate_labels
-from .errors import DataError
-from .io import atomic_write_bytes
+from .tasks import tiny_imagenet_labels_path, load_npy, validate_labels
+from ..errors import DataError
+from ..io import atomic_write_bytes
 
 
 def split_dir(root: str | Path, num_splits: int = 10) -> Path:

@@ -8,7 +8,7 @@
   repeat the vector n times; passing one ``C x h x w`` map does exactly that, passing ``N x C x h x w``
   encodes one teacher per row).
 * A  architecture encoder: one linear layer, encoding -> ``arch_dim``.
-* D  dataset encoder: :class:`dass.set_encoder.DatasetEncoder` over ``classes x samples x F`` image
+* D  dataset encoder: :class:`dass.predictor.set_encoder.DatasetEncoder` over ``classes x samples x F`` image
   features of the task, repeated for every student (MetaD2A/HELP's dataset input).
 * head: concat -> linear(head_hidden) -> tanh -> linear(1) = predicted accuracy in percent.
 
@@ -23,7 +23,7 @@ the trainer through :meth:`Predictor.set_output_norm`, stored in the checkpoint)
 The enabled inputs come from ``predictor.inputs`` (paper default S+T+A); a disabled input builds no
 module, so it owns no parameter (and no inner learning rate). Parameters are plain ``nn.Module``
 parameters: meta-learning evaluates the model at adapted parameters with
-``torch.func.functional_call`` (see :mod:`dass.meta`), so no special "meta module" hierarchy exists.
+``torch.func.functional_call`` (see :mod:`dass.predictor.meta`), so no special "meta module" hierarchy exists.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .errors import DataError
+from ..errors import DataError
 from .set_encoder import DatasetEncoder
 
 INPUTS = ("S", "T", "A", "D")
@@ -74,7 +74,7 @@ class Predictor(nn.Module):
         if not self.inputs:
             raise DataError("config key 'predictor.inputs' must name at least one of S, T, A, D")
         self.enc_dim, self.func_channels = int(enc_dim), int(func_channels)
-        # Everything needed to rebuild this exact module from a checkpoint (dass.meta.load_predictor).
+        # Everything needed to rebuild this exact module from a checkpoint (dass.predictor.meta.load_predictor).
         self.spec = {"predictor": dataclasses.asdict(c), "enc_dim": self.enc_dim,
                      "func_channels": self.func_channels}
         width = 0

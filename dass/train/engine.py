@@ -4,7 +4,7 @@ One loop serves both recipes; only the criterion differs:
 
 - teacher: label-smoothed cross-entropy (``teacher.label_smoothing``), lr ``teacher.lr`` (or
   ``teacher.lr_meta_test`` for the unseen datasets' teachers);
-- KD: :func:`dass.losses.kd_loss` against a frozen teacher in eval mode, the student initialised by
+- KD: :func:`dass.train.losses.kd_loss` against a frozen teacher in eval mode, the student initialised by
   parameter remapping (docs/method.md#remap).
 
 Both use SGD (Nesterov, momentum, weight decay) with a cosine decay stepped every *iteration*
@@ -22,13 +22,13 @@ states), ``model_best.pth.tar`` (``state_dict``, ``best_acc``, ``epoch``, ``arch
 resumes from the last checkpoint (an epoch boundary); a finished run returns its stored result.
 
 Determinism: the model init is seeded by ``seed`` (``torch.manual_seed``) and the batches by
-``(seed, epoch)`` (:class:`dass.augment.BatchLoader`), so on CPU a run is bit-identical when repeated
+``(seed, epoch)`` (:class:`dass.data.loader.BatchLoader`), so on CPU a run is bit-identical when repeated
 and after a kill + resume.
 
 Precision: by default fp32 with contiguous tensors and deterministic cuDNN, as the authors' ground truth;
 ``train.amp``, ``train.channels_last`` and ``train.cudnn_benchmark`` are opt-in speed switches.
 On every device: optional channels_last tensors (``train.channels_last``), and for KD an optional
-:class:`dass.logit_cache.TeacherLogitCache` through which the students of one task share the frozen
+:class:`dass.train.logit_cache.TeacherLogitCache` through which the students of one task share the frozen
 teacher's logits (the builder and the demo pass one; bench/RESULTS.md has the gain).
 
 CUDA fast path: opt-in bf16 autocast (``train.amp``), the uint8 dataset preloaded on the GPU
@@ -56,17 +56,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .config import resolve_device, save_config
-from .data import TaskData, make_loader
-from .errors import ArchError, CheckpointError, ConfigError
-from .io import (append_csv_row, append_jsonl, atomic_torch_save, read_json, safe_torch_load, truncate_jsonl,
+from ..config import resolve_device, save_config
+from ..data.tasks import TaskData, make_loader
+from ..errors import ArchError, CheckpointError, ConfigError
+from ..io import (append_csv_row, append_jsonl, atomic_torch_save, read_json, safe_torch_load, truncate_jsonl,
                  write_json)
 from .logit_cache import TeacherLogitCache, stream_bytes, stream_key
 from .losses import kd_loss, label_smoothed_ce
-from .metrics import mean_std
-from .nets import ResNet, check_state_dict, extract_state_dict, load_state_dict_strict, strip_module_prefix
-from .remap import remapped_student
-from .space import Arch, SearchSpace
+from ..metrics import mean_std
+from ..nets import ResNet, check_state_dict, extract_state_dict, load_state_dict_strict, strip_module_prefix
+from ..remap import remapped_student
+from ..space import Arch, SearchSpace
 
 CHECKPOINT = "checkpoint.pth.tar"
 BEST = "model_best.pth.tar"
@@ -180,7 +180,7 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 def make_loaders(task: TaskData, cfg, batch_size: int, seed: int, device: torch.device,
                  channels_last: bool = False, heavy: bool = False) -> tuple:
-    """Train and test loaders for ``task`` (:func:`dass.data.make_loader`); ``heavy`` adds the authors'
+    """Train and test loaders for ``task`` (:func:`dass.data.tasks.make_loader`); ``heavy`` adds the authors'
     heavy augmentation to the train split."""
     return tuple(make_loader(task, cfg, split=split, batch_size=batch_size, seed=seed, device=device,
                              train=split == "train", channels_last=channels_last, heavy=heavy and split == "train")
@@ -410,7 +410,7 @@ def _fit(model: ResNet, recipe: Recipe, task: TaskData, cfg, device, seed: int, 
         net = torch.compile(net)
     eval_net = raw if world > 1 else net
 
-    # Teacher logits shared by the students of a task (dass.logit_cache): not under DDP, where each rank
+    # Teacher logits shared by the students of a task (dass.train.logit_cache): not under DDP, where each rank
     # sees only its slice of a batch.
     stream: Optional[str] = None
     if teacher is not None and logit_cache is not None and world == 1:
@@ -590,8 +590,8 @@ def _finish_files(run: _Run, result: dict, cfg, method: str) -> dict:
 def train_teacher(task: TaskData, cfg, arch: Optional[Arch] = None, out_dir=None, device="cpu",
                   meta_test: bool = False, progress: bool = True,
                   on_epoch_end: Optional[EpochCallback] = None) -> dict:
-    """Train a task's teacher (docs/method.md#teachers) into ``out_dir`` (default :func:`dass.teachers.teacher_dir`);
-    resumes. A directory holding a released teacher is refused (:func:`dass.teachers.check_not_released`).
+    """Train a task's teacher (docs/method.md#teachers) into ``out_dir`` (default :func:`dass.train.teachers.teacher_dir`);
+    resumes. A directory holding a released teacher is refused (:func:`dass.train.teachers.check_not_released`).
 
     Returns ``final_acc``, ``best_acc``, ``final_loss``, ``epochs``, ``checkpoint`` (model_best path).
     """
@@ -615,7 +615,7 @@ def distill(teacher: ResNet, student: ResNet, task: TaskData, cfg, seed: int, de
 
     ``out_dir=None``: a lean in-memory run (no files), as the database builder needs for hundreds of
     students. With ``out_dir``: the run directory described in the module docstring, resumable.
-    ``student`` is trained in place. ``logit_cache``: a :class:`dass.logit_cache.TeacherLogitCache`
+    ``student`` is trained in place. ``logit_cache``: a :class:`dass.train.logit_cache.TeacherLogitCache`
     shared by the KD runs of one teacher and task with the same seed; all but the first skip the
     teacher's forward passes (bit-identical results).
     """

@@ -4,7 +4,7 @@ The part of the pipeline the authors never released.
 
 For every task of ``cfg.tasks`` (meta-train, meta-valid and meta-test splits) it:
 
-1. loads the task's data and its teacher (``dass.teachers.ensure_teacher``: a released or finished teacher
+1. loads the task's data and its teacher (``dass.train.teachers.ensure_teacher``: a released or finished teacher
    is used as is, otherwise one is trained);
 2. writes the teacher's support record (its own encoding, functional map and test accuracy,
    docs/method.md#meta-learning);
@@ -14,7 +14,7 @@ For every task of ``cfg.tasks`` (meta-train, meta-valid and meta-test splits) it
    (docs/method.md#embedding), KD-trains it with the ``kd`` recipe once per seed of ``db.kd_seeds`` (else
    ``db.kd_seed``) and records final acc, best acc, final loss (means over seeds, each seed's kept), MACs
    and params;
-5. assembles the task's file in the authors' format (``dass.records``).
+5. assembles the task's file in the authors' format (``dass.db.records``).
 
 Work is a deterministic list of (task, student) items. Each finished student is written atomically to
 ``<db.out>/_work/<mode>/<task>/<index>.pt`` with a fingerprint of everything that determines it (space,
@@ -41,25 +41,25 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import train
-from .config import Config, from_dict, resolve_device, to_dict
-from .data import load_task
-from .embed import functional_map, noise_input, student_map
-from .errors import CheckpointError, DassError
-from .fastembed import auto_workers, remapped_maps_parallel
-from .io import atomic_torch_save, safe_torch_load, write_csv
-from .layout import config_layout
-from .logit_cache import TeacherLogitCache
-from .metrics import kendall
-from .nets import ResNet
+from ..train import engine as train
+from ..config import Config, from_dict, resolve_device, to_dict
+from ..data.tasks import load_task
+from ..embed import functional_map, noise_input, student_map
+from ..errors import CheckpointError, DassError
+from ..fastembed import auto_workers, remapped_maps_parallel
+from ..io import atomic_torch_save, safe_torch_load, write_csv
+from ..layout import config_layout
+from ..train.logit_cache import TeacherLogitCache
+from ..metrics import kendall
+from ..nets import ResNet
 from .records import (MODES, TaskRecords, TeacherRecord, candidate_dict, candidate_file, dict_to_records,
                       load_records, load_teacher_record, nest_for_authors, net_samples_file, records_to_dict,
                       save_records, save_teacher_record, teacher_file, teacher_record_dict)
-from .remap import remap
-from .set_encoder import dataset_features
-from .space import Arch, SearchSpace
-from .stats import noise_ceiling, spearman_rows
-from .teachers import ensure_teacher
+from ..remap import remap
+from ..predictor.set_encoder import dataset_features
+from ..space import Arch, SearchSpace
+from ..stats import noise_ceiling, spearman_rows
+from ..train.teachers import ensure_teacher
 
 
 def stable_seed(*parts) -> int:
@@ -143,6 +143,8 @@ def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
         space.pop("last_block_full_width", None)
     data = to_dict(cfg)["data"]
     data.pop("root", None)          # where the tasks live does not change them; how they were made does
+    if data.get("synthetic_family") != "v3":   # the learnability bar shapes v3 tasks only
+        data.pop("synthetic_min_x_chance", None)
     t = cfg.train   # the precision switches change the recorded accuracies (README, decisions table)
     precision = {"amp": t.amp, "channels_last": t.channels_last, "cudnn_benchmark": t.cudnn_benchmark}
     doc = {"space": space, "kd": kd, "embed": embed, "kd_seed": cfg.db.kd_seed,

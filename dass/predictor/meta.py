@@ -26,7 +26,7 @@ evaluation and is truncated back to the checkpoint on resume.
 the MetaD2A/HELP-style baseline and the "no adaptation" ablation); no inner rates exist then.
 
 Losses are MSEs in percent squared divided by ``model.loss_scale`` (1 unless
-``predictor.target_norm=meta_train``, see :mod:`dass.predictor`). When the meta-batch's tasks have
+``predictor.target_norm=meta_train``, see :mod:`dass.predictor.model`). When the meta-batch's tasks have
 equal shapes (``meta.vmap_tasks``, the usual case) the per-task computation -- inner step with
 ``torch.func.grad``, query loss with ``functional_call`` -- runs under one ``torch.func.vmap``; the
 maths is that of the per-task loop (:func:`adapt`), which remains the fallback.
@@ -46,14 +46,14 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad as func_grad, vmap
 from tqdm import tqdm
 
-from .config import PredictorConfig, save_config, to_dict
-from .errors import CheckpointError, DataError
-from .io import append_jsonl, atomic_torch_save, safe_torch_load, truncate_jsonl
-from .layout import config_layout, require_same
-from .metrics import kendall, nanmean, pearson, spearman, topk_true_acc
-from .predictor import Predictor
-from .records import TaskRecords, TeacherRecord, load_records, task_file
-from .space import SearchSpace
+from ..config import PredictorConfig, save_config, to_dict
+from ..errors import CheckpointError, DataError
+from ..io import append_jsonl, atomic_torch_save, safe_torch_load, truncate_jsonl
+from ..layout import config_layout, require_same
+from ..metrics import kendall, nanmean, pearson, spearman, topk_true_acc
+from .model import Predictor
+from ..db.records import TaskRecords, TeacherRecord, load_records, task_file
+from ..space import SearchSpace
 
 CKPT_VERSION = 1
 

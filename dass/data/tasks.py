@@ -32,8 +32,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .augment import BatchLoader
-from .errors import DataError
+from .loader import BatchLoader
+from ..errors import DataError
 
 
 @dataclass
@@ -55,7 +55,7 @@ KNOWN_NUM_CLASSES = {"cub": 200, "dtd": 47, "quickdraw": 345, "stanford_cars": 1
 TINY_IMAGENET_CLASSES = 200
 TINY_IMAGENET_SPLITS = 10
 
-# Names the project writes itself (dass.synthetic); a missing folder means "run make-tasks".
+# Names the project writes itself (dass.data.synthetic); a missing folder means "run make-tasks".
 GENERATED_TASK = re.compile(r"^(synth-\d+|digits)$")
 COMPLETE_MARKER = ".complete"
 
@@ -362,7 +362,7 @@ def task_names(cfg) -> dict[str, list[str]]:
 def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0, device="cpu",
                 train: Optional[bool] = None, drop_last: Optional[bool] = None,
                 preload: Optional[bool] = None, channels_last: Optional[bool] = None, heavy: bool = False):
-    """A :class:`~dass.augment.BatchLoader` over one split of ``task`` with the transforms of docs/method.md#benchmark.
+    """A :class:`~dass.data.loader.BatchLoader` over one split of ``task`` with the transforms of docs/method.md#benchmark.
 
     ``train`` (default: ``split == 'train'``) turns on shuffling, random crop with
     ``cfg.data.crop_padding`` zero padding and horizontal flip; images are resized to

@@ -25,10 +25,10 @@ from typing import Callable, Optional
 
 import torch
 
-from .errors import DassError
-from .io import atomic_torch_save, safe_torch_load
-from .layout import KEY as LAYOUT_KEY, require_same
-from .space import Arch, SearchSpace
+from ..errors import DassError
+from ..io import atomic_torch_save, safe_torch_load
+from ..layout import KEY as LAYOUT_KEY, require_same
+from ..space import Arch, SearchSpace
 
 MAP_KEY = "noise_actmap_stage-4"
 LIST_KEYS = ("net_index", "arch_enc", MAP_KEY, "depth_config", "channel_widths", "final_acc", "best_acc",

@@ -21,9 +21,9 @@ from typing import Callable, Optional
 import torch
 
 from .baselines import diswot_score
-from .config import apply_overrides, split_method_override
-from .errors import ConfigError, DataError
-from .records import TaskRecords
+from ..config import apply_overrides, split_method_override
+from ..errors import ConfigError, DataError
+from ..db.records import TaskRecords
 
 
 @dataclass(frozen=True)

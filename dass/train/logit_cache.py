@@ -3,7 +3,7 @@
 Why (docs/method.md#kd): in a KD step the frozen teacher's forward costs as much as the student's forward
 and backward together (ResNet42: 1.46 GMACs per 64x64 image against 0.5 GMACs for a mid-size student,
 run three times). The database builder distils tens of students per task with the same KD seed
-(``db.kd_seed``, docs/method.md#kd) and :class:`dass.augment.BatchLoader` draws an epoch's order, crops and flips
+(``db.kd_seed``, docs/method.md#kd) and :class:`dass.data.loader.BatchLoader` draws an epoch's order, crops and flips
 from ``(seed, epoch)`` alone, so every one of those students sees exactly the same augmented batches
 and needs exactly the same teacher logits. The first student computes them and stores them here; the
 others read them. Results are bit-identical to recomputing (the stored tensors are the computed ones);
@@ -63,7 +63,7 @@ def stream_bytes(epochs: int, train_rows: int, test_rows: int, num_classes: int)
 class TeacherLogitCache:
     """In-memory store of teacher logits keyed by ``(stream, epoch, batch)``; ``epoch`` 0 is the test split.
 
-    Pass one instance to every :func:`dass.train.distill` call that should share it
+    Pass one instance to every :func:`dass.train.engine.distill` call that should share it
     (``distill(..., logit_cache=cache)``).
     """
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import CheckpointError
-from .train import BEST, CHECKPOINT, RESULT, freeze, load_model_checkpoint
+from ..errors import CheckpointError
+from .engine import BEST, CHECKPOINT, RESULT, freeze, load_model_checkpoint
 
 READY = ("trained", "released")
 
@@ -59,7 +59,7 @@ def check_not_released(out_dir: str | os.PathLike) -> None:
 def load_teacher_file(cfg, path: str | os.PathLike, num_classes: int, device="cpu", require_acc: bool = True):
     """The space's teacher loaded strictly from ``path``, frozen; and its recorded accuracy (percent;
     ``None`` when the file records none and ``require_acc`` is false, e.g. a user's own teacher)."""
-    from .space import SearchSpace
+    from ..space import SearchSpace
 
     space = SearchSpace.from_config(cfg)
     model, acc = load_model_checkpoint(path, space.teacher(), num_classes, space.stage_strides,
@@ -85,7 +85,7 @@ def load_teacher_for(cfg, task: str, num_classes: int, device="cpu"):
 def ensure_teacher(cfg, task: str, data, device="cpu", meta_test: bool = False, progress: bool = True):
     """:func:`load_teacher_for`, training (or resuming) the teacher first only when it is not ready."""
     if not is_teacher_ready(cfg, task):
-        from .train import train_teacher
+        from .engine import train_teacher
 
         train_teacher(data, cfg, out_dir=teacher_dir(cfg, task), device=device, meta_test=meta_test,
                       progress=progress)

@@ -44,9 +44,9 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from .data import COMPLETE_MARKER, TaskData
-from .errors import ConfigError
-from .io import atomic_write_bytes, atomic_write_text
+from .tasks import COMPLETE_MARKER, TaskData
+from ..errors import ConfigError
+from ..io import atomic_write_bytes, atomic_write_text
 
 GENERATOR_VERSION = 1
 CUES = ("shape", "colour", "texture")
@@ -464,7 +464,7 @@ def probe_teacher(cfg, arrays: dict) -> float:
     (so the task's content does not depend on the machine's accelerator), into a scratch folder."""
     # imported on use: task generation sits below the training engine in the layers, and only this
     # probe reaches up into it
-    from .train import train_teacher
+    from ..train.engine import train_teacher
 
     task = TaskData(arrays["meta"]["name"], arrays["train_images"], arrays["train_labels"],
                     arrays["test_images"], arrays["test_labels"], int(arrays["meta"]["num_classes"]))

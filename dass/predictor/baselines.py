@@ -7,14 +7,14 @@ functional maps) the sample-relation matrix is trivial, so the spatial analogue 
 (hw x hw: spatial relation). Score ``= -(||G_s - G_t||_F / C + ||R_s - R_t||_F / hw)``: 0 for a map
 identical to the teacher's, the maximum. A narrower student's zero-padded channels have zero rows in
 ``G_s``, so missing capacity counts as dissimilarity. Every method, this one included, is registered in
-:mod:`dass.methods`.
+:mod:`dass.predictor.methods`.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError
+from ..errors import DataError
 
 
 def _similarities(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

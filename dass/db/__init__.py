@@ -1,0 +1,1 @@
+"""The meta-training database: its builder and its on-disk records."""

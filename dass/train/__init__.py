@@ -1,0 +1,1 @@
+"""Training: the fit loop, teacher readiness, losses, the teacher-logit cache."""
