@@ -10,7 +10,7 @@ does not depend on their values).
 
 Embedding paths:
 
-* **per candidate**: ``dass.embed.student_map`` for each candidate (what ``dass.db.build.candidate_records``
+* **per candidate**: ``dass.embed.student_map`` for each candidate (what ``dass.search.candidate_records``
   does today);
 * **fastembed**: ``dass.fastembed.remapped_maps`` (shared prefixes, cached slices; bit-identical --
   checked here on the first candidates and in tests/test_fastembed.py);

@@ -13,7 +13,8 @@ Public API (kept stable; the CLI, scripts and notebook use it):
 - :mod:`dass.train.logit_cache` -- ``TeacherLogitCache`` (pass to ``distill`` to share teacher logits)
 - :mod:`dass.embed` -- ``noise_input``, ``functional_map``, ``student_map``;
   :mod:`dass.fastembed` -- ``remapped_maps``, ``remapped_maps_parallel``
-- :mod:`dass.db.build` / :mod:`dass.db.records` -- ``build``, ``merge``, ``load_records``, ``load_candidates``;
+- :mod:`dass.db.build` / :mod:`dass.db.records` -- ``build``, ``merge``, ``load_records``;
+  :mod:`dass.search` -- ``run_search``, ``build_candidates``, ``load_candidates`` (the search's candidate pools);
   :mod:`dass.layout` -- ``config_layout`` (the input layout every written file carries)
 - :mod:`dass.predictor.meta` -- ``MetaTrainer``, ``load_predictor``, ``predict``, ``evaluate_task``
 - :mod:`dass.predictor.methods` -- ``REGISTRY``, ``score(name, records)``: DaSS, its ablations and every baseline

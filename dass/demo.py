@@ -28,23 +28,23 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .db import build as db
 from .config import Config, load_config, resolve_device, save_config
+from .data.synthetic import generate_tasks
 from .data.tasks import load_task
-from .db.build import candidate_file, search_root, task_plan
-from .io import read_json, write_json
-from .train.logit_cache import TeacherLogitCache
-from .predictor.meta import load_tasks, train_or_reuse
+from .db import build as db
+from .db.build import task_plan
+from .db.records import candidate_file, task_file
 from .evaluate import format_statistics, run_meta_test
+from .io import read_json, write_json
 from .manifest import verify_benchmark
 from .metrics import STD_NOTE, mean_std
-from .db.records import task_file
+from .predictor.meta import load_tasks, train_or_reuse
 from .remap import remapped_student
-from .search import run_search
+from .search import build_candidates, run_search, search_root
 from .space import Arch, SearchSpace
-from .data.synthetic import generate_tasks
-from .train.teachers import load_teacher_for
 from .train.engine import distill
+from .train.logit_cache import TeacherLogitCache
+from .train.teachers import load_teacher_for
 
 
 class Stages:
@@ -91,7 +91,7 @@ def run_demo(cfg: Config, workers: int = 0, log: Callable[[str], None] = print) 
 
     def database():
         res = db.build_parallel(cfg, workers, log=log) if workers > 1 else db.build(cfg, log=log)
-        db.build_candidates(cfg, progress=False, log=log)
+        build_candidates(cfg, progress=False, log=log)
         return res
 
     st.run("database", lambda: _all_task_files(cfg), database)

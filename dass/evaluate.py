@@ -35,15 +35,15 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .predictor import methods as registry
 from . import stats
 from .config import from_dict, resolve_device, to_dict
+from .db.records import TaskRecords
 from .errors import CheckpointError, ConfigError, DataError
 from .io import write_csv, write_json
-from .predictor.meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
 from .metrics import nanmean, rank_desc
 from .plots import scatter_svg
-from .db.records import TaskRecords
+from .predictor import methods as registry
+from .predictor.meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
 from .spearman_csv import spearman_csv_path, write_spearman_csv
 
 METRICS = ("spearman", "pearson", "kendall", "top1", "top5", "best")

@@ -38,6 +38,7 @@ from .nets import ResNet
 from .remap import STRATEGIES, Step, TeacherSlices, remap_steps
 from .space import Arch
 
+
 class _SliceCache:
     """``index_select`` results of teacher tensors, least recently used evicted past ``max_bytes``."""
 

@@ -10,8 +10,8 @@ import csv
 import io
 import json
 import os
-import tempfile
 import pickle
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 

@@ -17,27 +17,159 @@ reads back).
 """
 from __future__ import annotations
 
+import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from .config import Config, resolve_device
 from .data.tasks import load_task, make_loader
-from .db.build import (_dataset_features, candidate_archs, candidate_records, load_candidates,
-                       search_root)
-from .errors import ConfigError, DassError
-from .io import atomic_torch_save, atomic_write_text, read_authors_yaml, write_csv
+from .db.build import stable_seed, task_dataset_features, teacher_record
+from .db.records import (TaskRecords, TeacherRecord, candidate_dict, candidate_file, dict_to_records,
+                         load_teacher_record, nest_for_authors, net_samples_file, records_to_dict, save_teacher_record,
+                         search_dir, teacher_file, teacher_record_dict)
+from .embed import noise_input, student_map
+from .errors import ConfigError, DassError, DataError
+from .fastembed import auto_workers, remapped_maps_parallel
+from .io import atomic_torch_save, atomic_write_text, read_authors_yaml, safe_torch_load, write_csv
 from .layout import config_layout
 from .predictor.meta import load_predictor, predict, reset_inner_lrs
 from .predictor.methods import get, score, variant_config
-from .db.records import TaskRecords, candidate_file
 from .space import Arch, SearchSpace
-from .train.teachers import ensure_teacher, load_teacher_file
+from .students import arch_from_entry
 from .train.engine import evaluate
+from .train.teachers import ensure_teacher, load_teacher_file
+
+# --------------------------------------------------------------------------------------------- #
+# candidate pools (written by build-db, read by the search)
+# --------------------------------------------------------------------------------------------- #
+
+def search_root(cfg: Config) -> Path:
+    """``preprocessed/search`` next to ``preprocessed/ours`` (docs/method.md#file-formats)."""
+    return search_dir(cfg.db.out)
+
+
+def candidate_archs(cfg: Config) -> list[Arch]:
+    space = SearchSpace.from_config(cfg)
+    return space.sample_many(cfg.db.num_candidates, rng=stable_seed("candidates", cfg.db.candidate_seed),
+                             unique=True)
+
+
+def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[Arch], num_classes: int,
+                      device=None, progress: bool = False, dataset_features=None) -> TaskRecords:
+    """Encodings, functional maps, MACs and params of candidates (no accuracies: NaN)."""
+    space = SearchSpace.from_config(cfg)
+    device = device or next(teacher.parameters()).device
+    noise = noise_input(space.image_size, cfg.embed.num_noise, cfg.embed.noise_seed, device)
+    channels = space.stage_widths[cfg.embed.stage - 1]
+    teacher.eval()
+    if cfg.kd.remap == "random":
+        fmaps = [student_map(teacher, a, noise, cfg.kd.remap, cfg.embed.stage, channels,
+                             seed=stable_seed("init", task, i))
+                 for i, a in enumerate(tqdm(archs, desc=f"embed {task}", unit="cand", disable=not progress))]
+    else:
+        # shares the computation of candidates with a common block prefix; bit-identical to student_map
+        workers = auto_workers(cfg.embed.workers, len(archs), device)
+        fmaps = list(remapped_maps_parallel(teacher, archs, noise, cfg.kd.remap, cfg.embed.stage, channels,
+                                            workers, progress, f"embed {task}"))
+    n = len(archs)
+    nan = torch.full((n,), math.nan)
+    return TaskRecords(task=task, archs=list(archs), arch_enc=torch.stack([space.encode(a) for a in archs]),
+                       fmaps=torch.stack(fmaps), best_acc=nan.clone(), final_acc=nan.clone(), final_loss=nan.clone(),
+                       macs=torch.tensor([float(space.macs(a, num_classes=num_classes)) for a in archs]),
+                       params=torch.tensor([float(space.params(a, num_classes)) for a in archs]),
+                       net_index=list(range(n)), teacher=teacher_record(cfg, teacher, acc, noise),
+                       dataset_features=dataset_features, layout=config_layout(cfg))
+
+
+def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None, progress: bool = True,
+                     log: Callable[[str], None] = print) -> list[Path]:
+    """Write ``search/<dataset>.pt`` (authors' keys, NaN accuracies) for each meta-test dataset, plus
+    ``search/net_samples.pt``: ``[(macs, params, depth_config, channel_widths), ...]`` (docs/method.md#file-formats)."""
+    device = device or resolve_device(cfg.run.device)
+    archs = candidate_archs(cfg)
+    root = search_root(cfg)
+    space = SearchSpace.from_config(cfg)
+    samples = [(space.macs(a), space.params(a), list(a.depths), [list(w) for w in a.widths]) for a in archs]
+    atomic_torch_save(samples, root / "net_samples.pt")
+    out = []
+    for task in tasks if tasks is not None else cfg.tasks.meta_test:
+        path = candidate_file(root, task)
+        if path.is_file():
+            out.append(path)
+            continue
+        sync_net_samples(cfg, samples)  # before any pool is written: the two must agree
+        data = load_task(task, cfg)
+        teacher, acc = ensure_teacher(cfg, task, data, device, True, progress)
+        rec = candidate_records(cfg, task, teacher, acc, archs, data.num_classes, device, progress,
+                                task_dataset_features(cfg, data))
+        d = records_to_dict(rec)
+        d["teacher"] = teacher_record_dict(rec.teacher, rec.layout)
+        atomic_torch_save(nest_for_authors(d), path)
+        if not teacher_file(cfg.db.out, "meta_test", task).is_file():  # where the authors' search reads it
+            save_teacher_record(rec.teacher, task, cfg.db.out, "meta_test", rec.layout)
+        out.append(path)
+    log(f"[build-db] search candidates ({len(archs)} per dataset) under {root}")
+    return out
+
+
+def sync_net_samples(cfg: Config, samples: list, strict: bool = True) -> None:
+    """``net_info/net_samples.pt``, through which the authors' KD script resolves a searched index. One that
+    is there already (e.g. the authors' own) is never overwritten: when it lists other candidates, that is
+    an error (``strict``) or a note on stderr."""
+    path = net_samples_file(cfg.db.out)
+    if not path.is_file():
+        atomic_torch_save(samples, path)
+        return
+    if _same_candidates(safe_torch_load(path, cfg.run.allow_legacy_pickle, what="candidate list"), samples):
+        return
+    msg = f"{path} lists other candidates than this pool and is not overwritten"
+    if strict:
+        raise DassError(f"{msg}: move it away, or search the pool it belongs to")
+    print(f"note: {msg}; the authors' KD script would resolve this search's index there to another student, "
+          f"use `main.py kd --from-search`", file=sys.stderr)
+
+
+def net_samples_of(records: TaskRecords) -> list:
+    """The authors' candidate list ``[(macs, params, depth_config, channel_widths), ...]`` of a pool."""
+    return [(int(m), int(p), list(a.depths), [list(w) for w in a.widths])
+            for m, p, a in zip(records.macs.tolist(), records.params.tolist(), records.archs)]
+
+
+def _same_candidates(there, samples: list) -> bool:
+    """Both list the same architectures in the same order (MACs/params may be counted differently)."""
+    try:
+        return [tuple(e[2:4]) for e in there] == [tuple(e[2:4]) for e in samples]
+    except (TypeError, KeyError):
+        return False
+
+
+def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = False,
+                    db_out: Optional[str | os.PathLike] = None, space: Optional[SearchSpace] = None) -> TaskRecords:
+    """A search pool, ours or the authors' (docs/method.md#authors-compat). Its teacher support record is
+    the pool's ``teacher`` entry (ours) or ``<db_out>/meta_test/teacher/<task>-logs_noise_actmap.pt``
+    (where the authors' search reads it)."""
+    d = safe_torch_load(path, allow_pickle, what="search candidates")
+    samples = None if db_out is None else net_samples_file(db_out)
+    d = candidate_dict(d, str(path), lambda: safe_torch_load(samples, allow_pickle, "candidate list")
+                       if samples is not None and samples.is_file() else None)
+    rec = dict_to_records(d, task, str(path), space)
+    if "teacher" in d:
+        t = dict_to_records(d["teacher"], task, str(path))
+        rec.teacher = TeacherRecord(t.archs[0], t.arch_enc[0], t.fmaps[0], float(t.best_acc[0]))
+    elif db_out is not None and teacher_file(db_out, "meta_test", task).is_file():
+        rec.teacher = load_teacher_record(db_out, "meta_test", task, allow_pickle, rec.layout)
+    else:
+        where = teacher_file(db_out or "preprocessed/ours", "meta_test", task)
+        raise DassError(f"search candidates {path} carry no teacher record and {where} does not exist; download "
+                        f"the authors' preprocessed/ folder or rebuild the pool with main.py build-db")
+    return rec
 
 
 @dataclass
@@ -99,7 +231,7 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
     else:
         teacher, teacher_acc = ensure_teacher(cfg, task, data, device, True, progress)
     return candidate_records(cfg, task, teacher, float(teacher_acc), candidate_archs(cfg), data.num_classes,
-                             device, progress, _dataset_features(cfg, data))
+                             device, progress, task_dataset_features(cfg, data))
 
 
 def score_candidates(cfg: Config, records: TaskRecords, method: str = "dass",
@@ -148,7 +280,6 @@ def write_search(cfg: Config, res: SearchResult) -> Path:
                      "channel_widths": [list(w) for w in a.widths]})
     write_csv(out / f"{res.task}_scores.csv", rows)
     atomic_torch_save([a.to_dict() for a in res.records.archs], out / f"{res.task}_candidates.pt")
-    from .db.build import net_samples_of, sync_net_samples
 
     sync_net_samples(cfg, net_samples_of(res.records), strict=False)  # where the authors' KD looks
     return update_obtained_index(out, res.task, res.method, res.records.net_index[res.best])
@@ -174,3 +305,33 @@ def format_top(res: SearchResult, k: int) -> str:
                      f"{int(res.records.macs[i]):>12,}  {int(res.records.params[i]):>10,}  {res.records.archs[i]}")
     return "\n".join(lines)
 
+
+# --------------------------------------------------------------------------------------------- #
+# reading a finished search: the student ``kd --from-search`` distils
+# --------------------------------------------------------------------------------------------- #
+
+def arch_from_search(cfg, task: str, method: str) -> tuple[Arch, int]:
+    """The searched student of ``task`` by ``method`` (contract in the module docstring)."""
+    out = Path(cfg.search.out)
+    ypath = out / "obtained_net_index.yaml"
+    # ours is plain YAML; the authors' is a yaml.dump of a defaultdict (docs/method.md#authors-compat)
+    doc = read_authors_yaml(ypath, "search result", f"run `python main.py search --task {task}` first")
+    try:
+        index = doc["net_index"][task][method]
+    except (KeyError, TypeError):
+        raise DataError(f"search result {ypath} has no net_index.{task}.{method}; run the search for this task "
+                        f"and method (or pass --method)") from None
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise DataError(f"search result {ypath}: net_index.{task}.{method} must be an integer, got {index!r}")
+    cpath = out / f"{task}_candidates.pt"
+    if not cpath.is_file():  # the authors' search writes only the index; their KD resolves it here
+        cpath = net_samples_file(cfg.db.out)
+        if not cpath.is_file():
+            raise DataError(f"neither {out / f'{task}_candidates.pt'} nor {cpath} exists to resolve the searched "
+                            f"index {index}; re-run `python main.py search --task {task}`")
+    cands = safe_torch_load(cpath, allow_pickle=cfg.run.allow_legacy_pickle, what="search candidates file")
+    if not isinstance(cands, (list, tuple)) or not 0 <= index < len(cands):
+        n = len(cands) if isinstance(cands, (list, tuple)) else "no"
+        raise DataError(f"search candidates file {cpath} has {n} candidates but the search picked index {index}; "
+                        f"re-run the search")
+    return arch_from_entry(cands[index], f"{cpath} entry {index}"), index

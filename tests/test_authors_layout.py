@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from clitools import tiny_config, write_config, write_toy_tasks
+
 from dass.cli import main
-from dass.db.build import load_candidates
+from dass.db.records import net_samples_file
 from dass.errors import DassError
 from dass.io import read_authors_yaml
 from dass.nets import ResNet
-from dass.db.records import net_samples_file
-from dass.search import update_obtained_index
+from dass.search import load_candidates, update_obtained_index
 from dass.space import Arch, SearchSpace
 from dass.testing import write_authors_preprocessed
 

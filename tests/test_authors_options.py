@@ -9,9 +9,10 @@ from dass.errors import ConfigError
 @pytest.fixture(scope="module")
 def trained_small(tmp_path_factory):
     """A short seeded meta-training on the fixture database (tasks t0-t3, v0, x0, x1)."""
+    from test_meta import small_cfg
+
     from dass.predictor.meta import MetaTrainer, load_tasks
     from dass.testing import fixture_db_for_config
-    from test_meta import small_cfg
 
     cfg = small_cfg(tmp_path_factory.mktemp("authors"), "meta.episodes=4", "meta.eval_every=2")
     fixture_db_for_config(cfg)
@@ -43,10 +44,10 @@ def test_meta_test_tasks_get_their_own_student_count(tmp_path):
 
 def test_acc_type_chooses_the_label(tmp_path):
     import torch
+    from test_meta import small_cfg
 
     from dass.predictor.meta import load_tasks
     from dass.testing import fixture_db_for_config
-    from test_meta import small_cfg
 
     cfg = small_cfg(tmp_path)
     fixture_db_for_config(cfg)
@@ -100,8 +101,8 @@ def test_copy_paste_uniform_variants_take_first_or_last_blocks_with_strided_chan
 def test_meta_test_writes_the_authors_spearman_csv(tmp_path, trained_small):
     import csv
 
-    from dass.predictor.meta import evaluate_task, load_predictor, load_tasks, predict
     from dass.evaluate import run_meta_test
+    from dass.predictor.meta import evaluate_task, load_predictor, load_tasks, predict
 
     cfg, ckpt = trained_small
     run_meta_test(cfg, ckpt, baselines="macs", progress=False, out=tmp_path / "mt")
@@ -152,10 +153,10 @@ def test_rotation_and_blur_match_torchvision_semantics():
 
 def test_heavy_teacher_augmentation_is_opt_in_and_seeded(tmp_path):
     import torch
-
-    from dass.train import engine as train
-    from dass.data.loader import BatchLoader
     from test_train import make_cfg, tiny_task
+
+    from dass.data.loader import BatchLoader
+    from dass.train import engine as train
 
     task = tiny_task(n_train=64, n_test=32)
     kw = dict(batch_size=16, image_size=16, train=True, seed=3, pad=2)

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from clitools import ENV, ROOT, files_under, run_main, tiny_config, write_config, write_toy_tasks
 
 ARCH = json.dumps({"depth_config": [1, 1, 1, 1], "channel_widths": [[2], [4], [4], [8]]})

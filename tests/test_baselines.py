@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dass.predictor.baselines import diswot_score
-from dass.predictor.methods import available as all_methods, score, trained_variants, variant_config
 from dass.config import load_config
 from dass.errors import ConfigError, DataError
-from dass.predictor.meta import evaluate_task
 from dass.metrics import kendall, pearson, rank_desc, spearman, topk_true_acc
+from dass.predictor.baselines import diswot_score
+from dass.predictor.meta import evaluate_task
+from dass.predictor.methods import available as all_methods
+from dass.predictor.methods import score, trained_variants, variant_config
 from dass.testing import make_task
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import torch
 
 from dass.config import load_config
 from dass.data.tasks import (COMPLETE_MARKER, TaskData, first_per_class, load_task, make_loader, task_names,
-                       validate_arrays)
+                             validate_arrays)
 from dass.errors import DataError
 
 

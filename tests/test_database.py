@@ -1,13 +1,13 @@
 """The database builder end to end on a tiny configuration (docs/method.md#database)."""
 import pytest
 import torch
-
-from dass.db import build as db
-from dass.config import load_config
-from dass.errors import DassError
-from dass.db.records import load_records, load_teacher_record, net_samples_file, task_file
-
 from clitools import write_toy_tasks
+
+from dass import search
+from dass.config import load_config
+from dass.db import build as db
+from dass.db.records import load_records, load_teacher_record, net_samples_file, task_file
+from dass.errors import DassError
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +134,11 @@ def test_corrupt_and_mismatched_items_are_redone(reference, data_root, tmp_path)
 
 def test_candidates(reference, tmp_path):
     cfg, _ = reference
-    paths = db.build_candidates(cfg, progress=False, log=lambda s: None)
-    rec = db.load_candidates(paths[0], "toy-2")
+    paths = search.build_candidates(cfg, progress=False, log=lambda s: None)
+    rec = search.load_candidates(paths[0], "toy-2")
     assert len(rec) == 4 and torch.isnan(rec.best_acc).all()
     assert rec.teacher is not None and rec.fmaps.shape == (4, 16, 1, 1)
-    ns = torch.load(db.search_root(cfg) / "net_samples.pt", weights_only=True)
+    ns = torch.load(search.search_root(cfg) / "net_samples.pt", weights_only=True)
     assert len(ns) == 4 and len(ns[0]) == 4
     # also where the authors' tools look: the nested pool inputs, the teacher record, net_info/net_samples.pt
     d = torch.load(paths[0], weights_only=True)
@@ -157,8 +157,8 @@ def test_candidates_keep_a_foreign_net_samples(reference, tmp_path):
     torch.save([(1, 2, [1, 1, 1, 1], [[4], [8], [8], [16]])], foreign)
     before = foreign.read_bytes()
     with pytest.raises(DassError, match="lists other candidates .* not overwritten"):
-        db.build_candidates(cfg, progress=False, log=lambda s: None)
-    assert foreign.read_bytes() == before and not list(db.search_root(cfg).glob("toy-*.pt"))
+        search.build_candidates(cfg, progress=False, log=lambda s: None)
+    assert foreign.read_bytes() == before and not list(search.search_root(cfg).glob("toy-*.pt"))
 
 
 def test_bad_shard_arguments(reference):

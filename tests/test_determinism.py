@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from clitools import tiny_config, write_config, write_toy_tasks
 
 RECORD_FIELDS = ("arch_enc", "fmaps", "best_acc", "final_acc", "final_loss", "macs", "params")
@@ -53,8 +52,9 @@ def test_database_records_are_bit_identical_for_the_same_seeds(tmp_path, data_ro
 # --------------------------------------------------------------------------------------------- #
 
 def _meta_cfg(tmp, *extra):
-    from dass.config import load_config
     from clitools import ROOT
+
+    from dass.config import load_config
 
     return load_config(ROOT / "configs" / "demo.yaml", [
         "tasks.meta_train=[t0,t1,t2,t3]", "tasks.meta_valid=[v0]", "tasks.meta_test=[x0,x1]",

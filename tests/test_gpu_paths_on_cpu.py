@@ -8,13 +8,13 @@ import socket
 import numpy as np
 import pytest
 import torch
+from test_train import STUDENT, make_cfg, tiny_task
 
-from dass.train import engine as train
 from dass.config import load_config
 from dass.nets import ResNet
 from dass.remap import remapped_student
 from dass.space import SearchSpace
-from test_train import STUDENT, make_cfg, tiny_task
+from dass.train import engine as train
 
 CUDA = torch.device("cuda")
 

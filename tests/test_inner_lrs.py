@@ -1,11 +1,11 @@
 """Inner learning rates: learned (Meta-SGD) or fixed, and which ones the search adapts with."""
 import pytest
 import torch
+from test_meta import small_cfg
 
 from dass.predictor.meta import MetaTrainer, load_predictor, load_tasks, predict, reset_inner_lrs
 from dass.search import score_candidates
 from dass.testing import fixture_db_for_config
-from test_meta import small_cfg
 
 
 @pytest.fixture(scope="module")

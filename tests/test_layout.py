@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from clitools import tiny_config, write_config, write_toy_tasks
+
 from dass.cli import main
 from dass.config import load_config
+from dass.db.records import task_file, teacher_file
 from dass.errors import DassError
 from dass.layout import config_layout, difference
-from dass.db.records import task_file, teacher_file
-from dass.testing import write_authors_preprocessed
 from dass.space import SearchSpace
+from dass.testing import write_authors_preprocessed
 
 
 @pytest.fixture(scope="module")

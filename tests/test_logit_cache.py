@@ -3,14 +3,13 @@ import copy
 
 import pytest
 import torch
+from test_train import STUDENT, make_cfg, tiny_task
 
-from dass.train import engine as train
-from dass.train.logit_cache import TeacherLogitCache, stream_bytes, stream_key
 from dass.nets import ResNet
 from dass.remap import remapped_student
 from dass.space import Arch
-
-from test_train import STUDENT, make_cfg, tiny_task
+from dass.train import engine as train
+from dass.train.logit_cache import TeacherLogitCache, stream_bytes, stream_key
 
 OTHER = Arch([1, 1, 1, 1], [[8], [16], [24], [32]])
 

@@ -8,8 +8,8 @@ import yaml
 
 from dass import manifest
 from dass.config import load_config
-from dass.errors import DassError
 from dass.db.records import MODES, load_records
+from dass.errors import DassError
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "configs" / "bench.yaml"
@@ -94,8 +94,8 @@ def test_committed_benchmark_labels_are_reproduced_by_the_current_code(tmp_path)
     get the committed maps and per-seed labels: the records and the code that reads them agree."""
     import torch
 
-    from dass.db import build as db
     from dass.data import synthetic as syn
+    from dass.db import build as db
 
     cfg = load_config(BENCH, [f"data.root={tmp_path / 'data'}", f"db.out={tmp_path / 'db' / 'preprocessed'}",
                               f"run.checkpoint_dir={ROOT / 'bench' / 'db' / 'checkpoint'}", "tasks.meta_train=[]",

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_plots import marker_counts
 from torch.func import functional_call
 
 from dass.config import PredictorConfig, load_config
+from dass.db.records import TeacherRecord, load_records
 from dass.errors import CheckpointError, ConfigError, DataError
 from dass.io import read_jsonl
-from dass.predictor.meta import (MetaTrainer, adapt, evaluate_task, init_inner_lrs, inner_update, load_predictor, load_tasks,
-                       predict, train_or_reuse)
+from dass.predictor.meta import (MetaTrainer, adapt, evaluate_task, init_inner_lrs, inner_update, load_predictor,
+                                 load_tasks, predict, train_or_reuse)
 from dass.predictor.model import Predictor
-from dass.db.records import TeacherRecord, load_records
 from dass.testing import fixture_db_for_config
-from test_plots import marker_counts
 
 ROOT = Path(__file__).resolve().parent.parent
 

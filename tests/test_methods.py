@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dass.predictor import methods
 from dass.commands import meta_test as meta_test_cmd
 from dass.commands import search as search_cmd
 from dass.config import load_config
 from dass.errors import ConfigError
 from dass.evaluate import parse_methods
+from dass.predictor import methods
 from dass.testing import make_task
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from clitools import ENV, MAIN, ROOT
+from test_download import LoopbackServer
+
 from dass.nets import ResNet
 from dass.space import SearchSpace
 from dass.testing import write_authors_preprocessed
-from test_download import LoopbackServer
 
 PAPER = str(ROOT / "configs" / "paper.yaml")
 META_TEST = ["cub", "dtd", "quickdraw", "stanford_cars"]

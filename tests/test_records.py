@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from dass.errors import DassError
 from dass.db.records import (LIST_KEYS, MAP_KEY, TaskRecords, TeacherRecord, dict_to_records, load_records,
-                          records_to_dict, save_records, task_file, teacher_file)
+                             records_to_dict, save_records, task_file, teacher_file)
+from dass.errors import DassError
 from dass.space import SearchSpace
 
 

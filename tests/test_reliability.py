@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from clitools import Background, check_complete_files, kill_when, main_cmd, run_main, tiny_config, write_config, \
-    write_task
+from clitools import (Background, check_complete_files, kill_when, main_cmd, run_main, tiny_config, write_config,
+                      write_task)
 
 # The kill points come from seeded RNGs; DASS_RELIABILITY_SEED=<n> draws another set (soak testing).
 SEED = int(os.environ.get("DASS_RELIABILITY_SEED", "0"))
@@ -154,8 +153,9 @@ def _items(db_out: Path) -> int:
 
 def test_build_db_sigkill_then_resume_equals_uninterrupted(tmp_path):
     from dass.config import load_config
-    from dass.db.build import candidate_file, search_root, task_plan
-    from dass.db.records import load_records
+    from dass.db.build import task_plan
+    from dass.db.records import candidate_file, load_records
+    from dass.search import search_root
 
     data = tmp_path / "data"
     for k, nc in enumerate((3, 4, 3)):

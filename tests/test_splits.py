@@ -6,9 +6,9 @@ import pytest
 
 from dass.cli import main
 from dass.config import load_config
+from dass.data.splits import choose_classes, make_tiny_imagenet_splits
 from dass.data.tasks import load_task
 from dass.errors import DataError
-from dass.data.splits import choose_classes, make_tiny_imagenet_splits
 
 
 def fake_tiny_imagenet(root, num_classes=20, per_class=10, labels_subdir=True):

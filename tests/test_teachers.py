@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from clitools import run_main, tiny_config, write_config, write_toy_tasks
-from dass.train import teachers
+
 from dass.config import from_dict
 from dass.errors import CheckpointError
 from dass.nets import ResNet
 from dass.space import SearchSpace
+from dass.train import teachers
 
 CLASSES = {"toy-0": 3, "toy-1": 4, "toy-2": 3}
 ARCH = json.dumps({"depth_config": [1, 1, 1, 1], "channel_widths": [[2], [4], [4], [8]]})

@@ -7,16 +7,16 @@ import pytest
 import torch
 import yaml
 
-from dass.train import engine as train
-from dass.train import teachers
-from dass.data.loader import BatchLoader
 from dass.cli import main
 from dass.config import load_config
+from dass.data.loader import BatchLoader
 from dass.data.tasks import TaskData
 from dass.errors import CheckpointError
 from dass.io import atomic_torch_save, read_jsonl, safe_torch_load
 from dass.nets import ResNet
 from dass.space import Arch, SearchSpace
+from dass.train import engine as train
+from dass.train import teachers
 
 TASK = "synth-0"  # a name the demo config lists (the CLI accepts only configured tasks)
 STUDENT = Arch([1, 2, 1, 1], [[6], [12, 16], [18], [32]])

@@ -23,8 +23,9 @@ def add_arguments(p) -> None:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..db import build as db
     from ..data.tasks import require_task_files
+    from ..db import build as db
+    from ..search import build_candidates
 
     modes = args.split
     if args.num_shards < 1 or args.workers < 1:
@@ -49,7 +50,7 @@ def run(cfg, args) -> int:
                 print("[build-db] when every shard has finished, run the same command with --merge")
         last_shard = args.num_shards == 1 or args.merge
         if last_shard and not args.no_candidates and (modes is None or "meta_test" in modes):
-            db.build_candidates(cfg, progress=not args.no_progress)
+            build_candidates(cfg, progress=not args.no_progress)
     rows = db.sanity_report(cfg, modes, write=not args.report)
     print(db.format_table(rows))
     if any(r["ceiling"] != "" for r in rows):

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from ..errors import ArchError, ConfigError, DataError
-from ..io import read_authors_yaml, safe_torch_load, write_csv
-from ..space import Arch, SearchSpace
-from .train_teacher import check_task
+from ..data.tasks import check_task
+from ..io import write_csv
+from ..space import SearchSpace
+from ..students import parse_arch_json, read_archs
+from . import parse_seeds
 
 
 def add_arguments(p) -> None:
@@ -42,110 +40,15 @@ def add_arguments(p) -> None:
 
 
 # --------------------------------------------------------------------------------------------- #
-# reading students
-# --------------------------------------------------------------------------------------------- #
-
-def arch_from_entry(entry: Any, source: str) -> Arch:
-    """An arch dict ``{depth_config, channel_widths}`` or an authors' tuple
-    ``(flops, params, depth_config, channel_widths, ...)`` (also nested as ``(index, tuple)``)."""
-    try:
-        if isinstance(entry, dict):
-            if "depth_config" not in entry or "channel_widths" not in entry:
-                raise ArchError(f"{source}: an architecture needs keys 'depth_config' and 'channel_widths', got "
-                                f"{sorted(entry)}")
-            return Arch.from_authors(entry["depth_config"], entry["channel_widths"])
-        if isinstance(entry, (list, tuple)):
-            if len(entry) >= 4 and isinstance(entry[2], (list, tuple)) and isinstance(entry[3], (list, tuple)):
-                return Arch.from_authors(entry[2], entry[3])
-            if len(entry) == 2 and isinstance(entry[1], (list, tuple)):
-                return arch_from_entry(entry[1], source)
-    except (TypeError, ValueError, AttributeError) as e:
-        if isinstance(e, ArchError):
-            raise
-        raise ArchError(f"{source}: malformed architecture {str(entry)[:80]}") from None
-    raise ArchError(f"{source}: expected an architecture dict {{depth_config, channel_widths}}, got "
-                    f"{str(entry)[:80]}")
-
-
-def parse_arch_json(text: str) -> Arch:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--arch is not valid JSON ({e.msg} at column {e.colno}); pass e.g. "
-                          f"'{{\"depth_config\":[1,1,1,1],\"channel_widths\":[[8],[16],[24],[32]]}}'") from None
-    if not isinstance(obj, dict):
-        raise ConfigError("--arch must be a JSON object with keys depth_config and channel_widths")
-    return arch_from_entry(obj, "--arch")
-
-
-def read_archs(path: str | Path, allow_pickle: bool = False) -> list[Arch]:
-    """A list of students from a JSON, YAML or torch (.pt/.pth) file."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"students file {p} does not exist; pass a JSON/YAML list of "
-                        f"{{depth_config, channel_widths}} dicts")
-    if p.suffix in (".pt", ".pth", ".tar"):
-        items = safe_torch_load(p, allow_pickle=allow_pickle, what="students file")
-    else:
-        try:
-            items = yaml.safe_load(p.read_text())  # YAML is a superset of JSON
-        except (yaml.YAMLError, UnicodeDecodeError):
-            raise DataError(f"students file {p} is neither valid JSON nor YAML; fix its syntax") from None
-    if isinstance(items, dict) and "archs" in items:
-        items = items["archs"]
-    if not isinstance(items, (list, tuple)) or not items:
-        raise DataError(f"students file {p} must hold a non-empty list of architectures")
-    return [arch_from_entry(e, f"{p} entry {i}") for i, e in enumerate(items)]
-
-
-def arch_from_search(cfg, task: str, method: str) -> tuple[Arch, int]:
-    """The searched student of ``task`` by ``method`` (contract in the module docstring)."""
-    out = Path(cfg.search.out)
-    ypath = out / "obtained_net_index.yaml"
-    # ours is plain YAML; the authors' is a yaml.dump of a defaultdict (docs/method.md#authors-compat)
-    doc = read_authors_yaml(ypath, "search result", f"run `python main.py search --task {task}` first")
-    try:
-        index = doc["net_index"][task][method]
-    except (KeyError, TypeError):
-        raise DataError(f"search result {ypath} has no net_index.{task}.{method}; run the search for this task "
-                        f"and method (or pass --method)") from None
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise DataError(f"search result {ypath}: net_index.{task}.{method} must be an integer, got {index!r}")
-    cpath = out / f"{task}_candidates.pt"
-    if not cpath.is_file():  # the authors' search writes only the index; their KD resolves it here
-        from ..db.records import net_samples_file
-
-        cpath = net_samples_file(cfg.db.out)
-        if not cpath.is_file():
-            raise DataError(f"neither {out / f'{task}_candidates.pt'} nor {cpath} exists to resolve the searched "
-                            f"index {index}; re-run `python main.py search --task {task}`")
-    cands = safe_torch_load(cpath, allow_pickle=cfg.run.allow_legacy_pickle, what="search candidates file")
-    if not isinstance(cands, (list, tuple)) or not 0 <= index < len(cands):
-        n = len(cands) if isinstance(cands, (list, tuple)) else "no"
-        raise DataError(f"search candidates file {cpath} has {n} candidates but the search picked index {index}; "
-                        f"re-run the search")
-    return arch_from_entry(cands[index], f"{cpath} entry {index}"), index
-
-
-def parse_seeds(text) -> list[int]:
-    try:
-        seeds = [int(s) for s in str(text).split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds must be comma-separated integers like 1,2,3, got {text!r}") from None
-    if not seeds:
-        raise ConfigError("--seeds is empty; give at least one seed, e.g. --seeds 1,2,3")
-    return seeds
-
-
-# --------------------------------------------------------------------------------------------- #
 # the command
 # --------------------------------------------------------------------------------------------- #
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..data.tasks import load_task, require_task_files
+    from ..search import arch_from_search
+    from ..train.engine import dist_env, kd_run_dir, kd_seeds, kd_student, setup_device
     from ..train.teachers import load_teacher_for
-    from ..train.engine import dist_env, kd_seeds, kd_student, kd_run_dir, setup_device
 
     name = check_task(cfg, args.task)
     space = SearchSpace.from_config(cfg)

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import DassError
 from ..predictor.methods import help_text
+from . import parse_seeds
 
 
 def add_arguments(p) -> None:
@@ -28,18 +29,6 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default=None, help="output folder (default: <meta.out>/meta_test)")
 
 
-def parse_seeds(text):
-    if not text:
-        return None
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise DassError(f"--seeds '{text}': give comma-separated integers, e.g. 0,1,2,3,4") from None
-    if len(set(seeds)) != len(seeds) or not seeds:
-        raise DassError(f"--seeds '{text}': give distinct integers, e.g. 0,1,2,3,4")
-    return seeds
-
-
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..evaluate import format_statistics, format_table, run_meta_test
@@ -48,7 +37,7 @@ def run(cfg, args) -> int:
         torch.set_num_threads(cfg.train.num_threads)
     t0 = time.time()
     out = Path(args.out) if args.out else Path(cfg.meta.out) / "meta_test"
-    seeds = parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds, optional=True)
     if args.resamples < 100 or args.workers < 1:
         raise DassError("--resamples must be at least 100 and --workers at least 1")
     rep = run_meta_test(cfg, args.checkpoint, args.baselines, progress=not args.no_progress, out=out, seeds=seeds,

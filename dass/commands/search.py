@@ -22,9 +22,8 @@ def add_arguments(p) -> None:
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..data.tasks import require_task_files
-    from ..db.build import search_root
     from ..db.records import candidate_file
-    from ..search import format_top, run_search
+    from ..search import format_top, run_search, search_root
 
     tasks = args.task or list(cfg.tasks.meta_test)
     # tasks without a stored candidate pool (or with the user's own teacher) are embedded from their data

@@ -9,7 +9,7 @@ against the task and skipped, never retrained; an interrupted one resumes. Print
 """
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..data.tasks import check_task, known_tasks
 
 
 def add_arguments(p) -> None:
@@ -19,29 +19,11 @@ def add_arguments(p) -> None:
                    help="use teacher.lr_meta_test (automatic for tasks listed in tasks.meta_test)")
 
 
-def known_tasks(cfg) -> list[str]:
-    seen: list[str] = []
-    for name in [*cfg.tasks.meta_train, *cfg.tasks.meta_valid, *cfg.tasks.meta_test]:
-        if name not in seen:
-            seen.append(name)
-    return seen
-
-
-def check_task(cfg, name: str) -> str:
-    """A task name from the config's lists, else a one-line ConfigError listing them."""
-    known = known_tasks(cfg)
-    if name not in known:
-        shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
-        raise ConfigError(f"unknown task '{name}'; use one of the config's tasks.meta_train/meta_valid/meta_test "
-                          f"({shown}) or add it there")
-    return name
-
-
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..data.tasks import load_task, require_task_files
-    from ..train.teachers import is_teacher_ready, load_teacher_for, teacher_dir, teacher_status
     from ..train.engine import dist_env, setup_device, train_teacher
+    from ..train.teachers import is_teacher_ready, load_teacher_for, teacher_dir, teacher_status
 
     if args.task == "all":
         jobs = [(n, n in cfg.tasks.meta_test or args.meta_test) for n in known_tasks(cfg)]

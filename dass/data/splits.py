@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .tasks import tiny_imagenet_labels_path, load_npy, validate_labels
 from ..errors import DataError
 from ..io import atomic_write_bytes
+from .tasks import load_npy, tiny_imagenet_labels_path, validate_labels
 
 
 def split_dir(root: str | Path, num_splits: int = 10) -> Path:

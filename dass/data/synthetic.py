@@ -44,9 +44,9 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from .tasks import COMPLETE_MARKER, TaskData
 from ..errors import ConfigError
 from ..io import atomic_write_bytes, atomic_write_text
+from .tasks import COMPLETE_MARKER, TaskData
 
 GENERATOR_VERSION = 1
 CUES = ("shape", "colour", "texture")

@@ -32,8 +32,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..errors import ConfigError, DataError
 from .loader import BatchLoader
-from ..errors import DataError
 
 
 @dataclass
@@ -381,3 +381,25 @@ def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0,
     return BatchLoader(images, labels, batch_size=batch_size, image_size=cfg.space.image_size, train=train,
                        seed=seed, device=dev, pad=cfg.data.crop_padding, mean=cfg.data.mean, std=cfg.data.std,
                        drop_last=drop_last, preload=preload, channels_last=channels_last, heavy=heavy)
+
+
+# --------------------------------------------------------------------------------------------- #
+# task names of a config
+# --------------------------------------------------------------------------------------------- #
+
+def known_tasks(cfg) -> list[str]:
+    seen: list[str] = []
+    for name in [*cfg.tasks.meta_train, *cfg.tasks.meta_valid, *cfg.tasks.meta_test]:
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+def check_task(cfg, name: str) -> str:
+    """A task name from the config's lists, else a one-line ConfigError listing them."""
+    known = known_tasks(cfg)
+    if name not in known:
+        shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        raise ConfigError(f"unknown task '{name}'; use one of the config's tasks.meta_train/meta_valid/meta_test "
+                          f"({shown}) or add it there")
+    return name

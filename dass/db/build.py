@@ -29,8 +29,6 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
-import os
-import sys
 import time
 from dataclasses import dataclass
 from itertools import combinations
@@ -41,25 +39,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..train import engine as train
 from ..config import Config, from_dict, resolve_device, to_dict
 from ..data.tasks import load_task
 from ..embed import functional_map, noise_input, student_map
 from ..errors import CheckpointError, DassError
-from ..fastembed import auto_workers, remapped_maps_parallel
 from ..io import atomic_torch_save, safe_torch_load, write_csv
 from ..layout import config_layout
-from ..train.logit_cache import TeacherLogitCache
 from ..metrics import kendall
 from ..nets import ResNet
-from .records import (MODES, TaskRecords, TeacherRecord, candidate_dict, candidate_file, dict_to_records,
-                      load_records, load_teacher_record, nest_for_authors, net_samples_file, records_to_dict,
-                      save_records, save_teacher_record, teacher_file, teacher_record_dict)
-from ..remap import remap
 from ..predictor.set_encoder import dataset_features
+from ..remap import remap
 from ..space import Arch, SearchSpace
 from ..stats import noise_ceiling, spearman_rows
+from ..train import engine as train
+from ..train.logit_cache import TeacherLogitCache
 from ..train.teachers import ensure_teacher
+from .records import MODES, TaskRecords, TeacherRecord, candidate_file, load_records, save_records, search_dir
 
 
 def stable_seed(*parts) -> int:
@@ -187,7 +182,7 @@ def tasks_needing_data(cfg: Config, modes: Optional[list[str]] = None, candidate
     names = [t for m, t in task_plan(cfg, modes)
              if (m, t) in pending or not (work_dir(cfg) / m / t / "teacher.pt").is_file()]
     if candidates:
-        names += [t for t in cfg.tasks.meta_test if not candidate_file(search_root(cfg), t).is_file()]
+        names += [t for t in cfg.tasks.meta_test if not candidate_file(search_dir(cfg.db.out), t).is_file()]
     return list(dict.fromkeys(names))
 
 
@@ -198,7 +193,8 @@ def teacher_record(cfg: Config, teacher, acc: float, noise: torch.Tensor) -> Tea
                          fmap=functional_map(teacher, noise, cfg.embed.stage), acc=float(acc))
 
 
-def _dataset_features(cfg: Config, data) -> torch.Tensor:
+def task_dataset_features(cfg: Config, data) -> torch.Tensor:
+    """The D input's image features of a task (seeded by the database's sample seed)."""
     p = cfg.predictor
     return dataset_features(data.train_images, data.train_labels, data.num_classes, p.dataset_samples_per_class,
                             seed=stable_seed("dataset", cfg.db.sample_seed), feature_dim=p.dataset_feature_dim)
@@ -250,7 +246,7 @@ def build(cfg: Config, modes: Optional[list[str]] = None, shard: int = 0, num_sh
         teacher.eval()
         if need_teacher_files:
             trec = teacher_record(cfg, teacher, acc, noise)
-            feats = _dataset_features(cfg, data)
+            feats = task_dataset_features(cfg, data)
             atomic_torch_save({"teacher": {"arch": trec.arch.to_dict(), "arch_enc": trec.arch_enc,
                                            "fmap": trec.fmap, "acc": trec.acc},
                                "dataset_features": feats, "num_classes": data.num_classes}, tdir / "teacher.pt")
@@ -353,132 +349,6 @@ def merge(cfg: Config, modes: Optional[list[str]] = None, strict: bool = True,
     if written:
         log(f"[build-db] wrote {len(written)} task file(s) under {cfg.db.out}")
     return written
-
-
-# --------------------------------------------------------------------------------------------- #
-# search candidates
-# --------------------------------------------------------------------------------------------- #
-
-def search_root(cfg: Config) -> Path:
-    """``preprocessed/search`` next to ``preprocessed/ours`` (docs/method.md#file-formats)."""
-    return Path(cfg.db.out).parent / "search"
-
-
-def candidate_archs(cfg: Config) -> list[Arch]:
-    space = SearchSpace.from_config(cfg)
-    return space.sample_many(cfg.db.num_candidates, rng=stable_seed("candidates", cfg.db.candidate_seed),
-                             unique=True)
-
-
-def candidate_records(cfg: Config, task: str, teacher, acc: float, archs: list[Arch], num_classes: int,
-                      device=None, progress: bool = False, dataset_features=None) -> TaskRecords:
-    """Encodings, functional maps, MACs and params of candidates (no accuracies: NaN)."""
-    space = SearchSpace.from_config(cfg)
-    device = device or next(teacher.parameters()).device
-    noise = noise_input(space.image_size, cfg.embed.num_noise, cfg.embed.noise_seed, device)
-    channels = space.stage_widths[cfg.embed.stage - 1]
-    teacher.eval()
-    if cfg.kd.remap == "random":
-        fmaps = [student_map(teacher, a, noise, cfg.kd.remap, cfg.embed.stage, channels,
-                             seed=stable_seed("init", task, i))
-                 for i, a in enumerate(tqdm(archs, desc=f"embed {task}", unit="cand", disable=not progress))]
-    else:
-        # shares the computation of candidates with a common block prefix; bit-identical to student_map
-        workers = auto_workers(cfg.embed.workers, len(archs), device)
-        fmaps = list(remapped_maps_parallel(teacher, archs, noise, cfg.kd.remap, cfg.embed.stage, channels,
-                                            workers, progress, f"embed {task}"))
-    n = len(archs)
-    nan = torch.full((n,), math.nan)
-    return TaskRecords(task=task, archs=list(archs), arch_enc=torch.stack([space.encode(a) for a in archs]),
-                       fmaps=torch.stack(fmaps), best_acc=nan.clone(), final_acc=nan.clone(), final_loss=nan.clone(),
-                       macs=torch.tensor([float(space.macs(a, num_classes=num_classes)) for a in archs]),
-                       params=torch.tensor([float(space.params(a, num_classes)) for a in archs]),
-                       net_index=list(range(n)), teacher=teacher_record(cfg, teacher, acc, noise),
-                       dataset_features=dataset_features, layout=config_layout(cfg))
-
-
-def build_candidates(cfg: Config, tasks: Optional[list[str]] = None, device=None, progress: bool = True,
-                     log: Callable[[str], None] = print) -> list[Path]:
-    """Write ``search/<dataset>.pt`` (authors' keys, NaN accuracies) for each meta-test dataset, plus
-    ``search/net_samples.pt``: ``[(macs, params, depth_config, channel_widths), ...]`` (docs/method.md#file-formats)."""
-    device = device or resolve_device(cfg.run.device)
-    archs = candidate_archs(cfg)
-    root = search_root(cfg)
-    space = SearchSpace.from_config(cfg)
-    samples = [(space.macs(a), space.params(a), list(a.depths), [list(w) for w in a.widths]) for a in archs]
-    atomic_torch_save(samples, root / "net_samples.pt")
-    out = []
-    for task in tasks if tasks is not None else cfg.tasks.meta_test:
-        path = candidate_file(root, task)
-        if path.is_file():
-            out.append(path)
-            continue
-        sync_net_samples(cfg, samples)  # before any pool is written: the two must agree
-        data = load_task(task, cfg)
-        teacher, acc = ensure_teacher(cfg, task, data, device, True, progress)
-        rec = candidate_records(cfg, task, teacher, acc, archs, data.num_classes, device, progress,
-                                _dataset_features(cfg, data))
-        d = records_to_dict(rec)
-        d["teacher"] = teacher_record_dict(rec.teacher, rec.layout)
-        atomic_torch_save(nest_for_authors(d), path)
-        if not teacher_file(cfg.db.out, "meta_test", task).is_file():  # where the authors' search reads it
-            save_teacher_record(rec.teacher, task, cfg.db.out, "meta_test", rec.layout)
-        out.append(path)
-    log(f"[build-db] search candidates ({len(archs)} per dataset) under {root}")
-    return out
-
-
-def sync_net_samples(cfg: Config, samples: list, strict: bool = True) -> None:
-    """``net_info/net_samples.pt``, through which the authors' KD script resolves a searched index. One that
-    is there already (e.g. the authors' own) is never overwritten: when it lists other candidates, that is
-    an error (``strict``) or a note on stderr."""
-    path = net_samples_file(cfg.db.out)
-    if not path.is_file():
-        atomic_torch_save(samples, path)
-        return
-    if _same_candidates(safe_torch_load(path, cfg.run.allow_legacy_pickle, what="candidate list"), samples):
-        return
-    msg = f"{path} lists other candidates than this pool and is not overwritten"
-    if strict:
-        raise DassError(f"{msg}: move it away, or search the pool it belongs to")
-    print(f"note: {msg}; the authors' KD script would resolve this search's index there to another student, "
-          f"use `main.py kd --from-search`", file=sys.stderr)
-
-
-def net_samples_of(records: TaskRecords) -> list:
-    """The authors' candidate list ``[(macs, params, depth_config, channel_widths), ...]`` of a pool."""
-    return [(int(m), int(p), list(a.depths), [list(w) for w in a.widths])
-            for m, p, a in zip(records.macs.tolist(), records.params.tolist(), records.archs)]
-
-
-def _same_candidates(there, samples: list) -> bool:
-    """Both list the same architectures in the same order (MACs/params may be counted differently)."""
-    try:
-        return [tuple(e[2:4]) for e in there] == [tuple(e[2:4]) for e in samples]
-    except (TypeError, KeyError):
-        return False
-
-
-def load_candidates(path: str | os.PathLike, task: str, allow_pickle: bool = False,
-                    db_out: Optional[str | os.PathLike] = None, space: Optional[SearchSpace] = None) -> TaskRecords:
-    """A search pool, ours or the authors' (docs/method.md#authors-compat). Its teacher support record is
-    the pool's ``teacher`` entry (ours) or ``<db_out>/meta_test/teacher/<task>-logs_noise_actmap.pt``
-    (where the authors' search reads it)."""
-    d = safe_torch_load(path, allow_pickle, what="search candidates")
-    samples = None if db_out is None else net_samples_file(db_out)
-    d = candidate_dict(d, str(path), lambda: safe_torch_load(samples, allow_pickle, "candidate list")
-                       if samples is not None and samples.is_file() else None)
-    rec = dict_to_records(d, task, str(path), space)
-    if "teacher" in d:
-        t = dict_to_records(d["teacher"], task, str(path))
-        rec.teacher = TeacherRecord(t.archs[0], t.arch_enc[0], t.fmaps[0], float(t.best_acc[0]))
-    elif db_out is not None and teacher_file(db_out, "meta_test", task).is_file():
-        rec.teacher = load_teacher_record(db_out, "meta_test", task, allow_pickle, rec.layout)
-    else:
-        where = teacher_file(db_out or "preprocessed/ours", "meta_test", task)
-        raise DassError(f"search candidates {path} carry no teacher record and {where} does not exist; download "
-                        f"the authors' preprocessed/ folder or rebuild the pool with main.py build-db")
-    return rec
 
 
 # --------------------------------------------------------------------------------------------- #

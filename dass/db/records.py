@@ -27,7 +27,8 @@ import torch
 
 from ..errors import DassError
 from ..io import atomic_torch_save, safe_torch_load
-from ..layout import KEY as LAYOUT_KEY, require_same
+from ..layout import KEY as LAYOUT_KEY
+from ..layout import require_same
 from ..space import Arch, SearchSpace
 
 MAP_KEY = "noise_actmap_stage-4"
@@ -262,6 +263,11 @@ def load_records(root: str | os.PathLike, mode: str, task: str, space: Optional[
             raise DassError(f"{teacher_file(root, mode, task)}: teacher encoding has {rec.teacher.arch_enc.numel()} "
                             f"entries but the students' have {rec.arch_enc.shape[1]}; both must come from one space")
     return rec
+
+
+def search_dir(db_out: str | os.PathLike) -> Path:
+    """``preprocessed/search`` next to ``preprocessed/ours`` (docs/method.md#file-formats)."""
+    return Path(db_out).parent / "search"
 
 
 def candidate_file(root: str | os.PathLike, dataset: str) -> Path:

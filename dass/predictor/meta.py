@@ -43,17 +43,19 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad as func_grad, vmap
+from torch.func import functional_call
+from torch.func import grad as func_grad
+from torch.func import vmap
 from tqdm import tqdm
 
 from ..config import PredictorConfig, save_config, to_dict
+from ..db.records import TaskRecords, TeacherRecord, load_records, task_file
 from ..errors import CheckpointError, DataError
 from ..io import append_jsonl, atomic_torch_save, safe_torch_load, truncate_jsonl
 from ..layout import config_layout, require_same
 from ..metrics import kendall, nanmean, pearson, spearman, topk_true_acc
-from .model import Predictor
-from ..db.records import TaskRecords, TeacherRecord, load_records, task_file
 from ..space import SearchSpace
+from .model import Predictor
 
 CKPT_VERSION = 1
 

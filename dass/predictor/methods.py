@@ -20,10 +20,10 @@ from typing import Callable, Optional
 
 import torch
 
-from .baselines import diswot_score
 from ..config import apply_overrides, split_method_override
-from ..errors import ConfigError, DataError
 from ..db.records import TaskRecords
+from ..errors import ConfigError, DataError
+from .baselines import diswot_score
 
 
 @dataclass(frozen=True)

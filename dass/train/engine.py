@@ -51,22 +51,21 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.distributed as dist
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..config import resolve_device, save_config
 from ..data.tasks import TaskData, make_loader
 from ..errors import ArchError, CheckpointError, ConfigError
-from ..io import (append_csv_row, append_jsonl, atomic_torch_save, read_json, safe_torch_load, truncate_jsonl,
-                 write_json)
-from .logit_cache import TeacherLogitCache, stream_bytes, stream_key
-from .losses import kd_loss, label_smoothed_ce
+from ..io import append_csv_row, append_jsonl, atomic_torch_save, read_json, safe_torch_load, truncate_jsonl, write_json
 from ..metrics import mean_std
 from ..nets import ResNet, check_state_dict, extract_state_dict, load_state_dict_strict, strip_module_prefix
 from ..remap import remapped_student
 from ..space import Arch, SearchSpace
+from .logit_cache import TeacherLogitCache, stream_bytes, stream_key
+from .losses import kd_loss, label_smoothed_ce
 
 CHECKPOINT = "checkpoint.pth.tar"
 BEST = "model_best.pth.tar"
