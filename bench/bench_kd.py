@@ -44,7 +44,8 @@ from dass.train.losses import kd_loss  # noqa: E402
 from dass.nets import ResNet  # noqa: E402
 from dass.remap import remapped_student  # noqa: E402
 from dass.space import Arch, SearchSpace  # noqa: E402
-from dass.train.engine import distill, freeze  # noqa: E402
+from dass.train.checkpoints import freeze  # noqa: E402
+from dass.train.engine import distill  # noqa: E402
 
 
 def mid_student(space: SearchSpace) -> Arch:

@@ -30,7 +30,7 @@ from bench_kd import engine_epochs, mid_student, random_images, reference_epochs
 from dass.nets import ResNet  # noqa: E402
 from dass.remap import remapped_student  # noqa: E402
 from dass.space import SearchSpace  # noqa: E402
-from dass.train.engine import freeze  # noqa: E402
+from dass.train.checkpoints import freeze  # noqa: E402
 
 CLASSES = 40
 

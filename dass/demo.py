@@ -34,6 +34,7 @@ from .data.tasks import load_task
 from .db import build as db
 from .db.build import task_plan
 from .db.records import candidate_file, task_file
+from .db.report import format_table, sanity_report
 from .evaluate import format_statistics, run_meta_test
 from .io import read_json, write_json
 from .manifest import verify_benchmark
@@ -95,8 +96,8 @@ def run_demo(cfg: Config, workers: int = 0, log: Callable[[str], None] = print) 
         return res
 
     st.run("database", lambda: _all_task_files(cfg), database)
-    rows = db.sanity_report(cfg)
-    log(db.format_table(rows))
+    rows = sanity_report(cfg)
+    log(format_table(rows))
 
     best_ckpt = Path(cfg.meta.out) / "best.pt"
     st.run("meta-train", lambda: (Path(cfg.meta.out) / "done.json").is_file() and best_ckpt.is_file(),

@@ -6,6 +6,7 @@ from clitools import write_toy_tasks
 from dass import search
 from dass.config import load_config
 from dass.db import build as db
+from dass.db import report
 from dass.db.records import load_records, load_teacher_record, net_samples_file, task_file
 from dass.errors import DassError
 
@@ -68,7 +69,7 @@ def test_build_writes_authors_format(reference):
         assert r.teacher.arch == db.SearchSpace.from_config(cfg).teacher()
         assert ((r.best_acc >= 0) & (r.best_acc <= 100)).all()
         assert (r.best_acc >= r.final_acc - 1e-6).all()
-    rows = db.sanity_report(cfg)
+    rows = report.sanity_report(cfg)
     assert [r["task"] for r in rows] == ["toy-0", "toy-1", "toy-2"]
 
 
@@ -234,7 +235,7 @@ def test_report_has_ceiling_and_family_summary(multi_seed):
     cfg = multi_seed
     from dass.stats import noise_ceiling
 
-    rows = db.sanity_report(cfg)
+    rows = report.sanity_report(cfg)
     classes = {"toy-0": 3, "toy-1": 4, "toy-2": 3}
     for r, (mode, task) in zip(rows, db.task_plan(cfg)):
         want = noise_ceiling(load_records(cfg.db.out, mode, task).seed_best_acc.numpy())
@@ -243,12 +244,12 @@ def test_report_has_ceiling_and_family_summary(multi_seed):
         else:
             assert r["ceiling"] == round(want["ceiling"], 3) and 0 <= r["ceiling"] <= 1
         assert r["x_chance"] == pytest.approx(r["teacher_acc"] / (100 / classes[task]), abs=0.01)
-    fam = db.family_summary(cfg, rows)
+    fam = report.family_summary(cfg, rows)
     ranked = sum(r["acc_std"] > 0 for r in rows)         # a task with constant accuracies has no ranking
     assert fam["tasks"] == 3 and fam["tau"]["pairs"] == ranked * (ranked - 1) // 2
     assert fam["tau"]["shared_students"] == 2 and -1 <= fam["tau"]["min"] <= fam["tau"]["max"] <= 1
     assert set(fam["low_macs"]) <= {"toy-0", "toy-1", "toy-2"}
-    assert "task family" in db.format_family(fam)
+    assert "task family" in report.format_family(fam)
 
 
 def test_multi_seed_items_are_not_mixed_with_single_seed_ones(reference, data_root):

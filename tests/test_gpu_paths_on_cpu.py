@@ -14,7 +14,9 @@ from dass.config import load_config
 from dass.nets import ResNet
 from dass.remap import remapped_student
 from dass.space import SearchSpace
+from dass.train import checkpoints
 from dass.train import engine as train
+from dass.train import recipe
 
 CUDA = torch.device("cuda")
 
@@ -27,9 +29,9 @@ def test_paper_ground_truth_is_fp32_deterministic_and_speed_switches_are_opt_in(
     paper = load_config("configs/paper.yaml")
     assert (paper.train.amp, paper.train.channels_last, paper.train.cudnn_benchmark) == ("off", False, False)
     assert load_config(None).train == paper.train                    # the built-in defaults are the paper's
-    assert train.amp_dtype(paper, CUDA) is None                      # no autocast even on a GPU
+    assert recipe.amp_dtype(paper, CUDA) is None                      # no autocast even on a GPU
     fast = load_config("configs/paper.yaml", ["train.amp=auto", "train.cudnn_benchmark=true"])
-    assert train.amp_dtype(fast, CUDA) in (torch.bfloat16, torch.float16) or not torch.cuda.is_available()
+    assert recipe.amp_dtype(fast, CUDA) in (torch.bfloat16, torch.float16) or not torch.cuda.is_available()
     demo = load_config("configs/demo.yaml")
     assert demo.train.channels_last and demo.train.amp == "off"
 
@@ -37,9 +39,9 @@ def test_paper_ground_truth_is_fp32_deterministic_and_speed_switches_are_opt_in(
 def test_cudnn_is_deterministic_unless_benchmark_is_asked_for():
     saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     try:
-        train.set_cudnn(load_config("configs/paper.yaml"), CUDA)
+        recipe.set_cudnn(load_config("configs/paper.yaml"), CUDA)
         assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (False, True)
-        train.set_cudnn(load_config("configs/paper.yaml", ["train.cudnn_benchmark=true"]), CUDA)
+        recipe.set_cudnn(load_config("configs/paper.yaml", ["train.cudnn_benchmark=true"]), CUDA)
         assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (True, False)
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
@@ -52,7 +54,7 @@ def test_cudnn_is_deterministic_unless_benchmark_is_asked_for():
 def _teacher(cfg, k=8):
     space = SearchSpace.from_config(cfg)
     torch.manual_seed(0)
-    return train.freeze(ResNet(space.teacher(), k, space.stage_strides))
+    return checkpoints.freeze(ResNet(space.teacher(), k, space.stage_strides))
 
 
 def _kd(tmp_path, *over, task=None):
@@ -64,7 +66,7 @@ def _kd(tmp_path, *over, task=None):
 
 def test_bf16_autocast_on_cpu_runs_and_changes_the_numbers(tmp_path):
     cfg = make_cfg(tmp_path, "train.amp=bf16")
-    assert train.amp_dtype(cfg, torch.device("cpu")) == torch.bfloat16
+    assert recipe.amp_dtype(cfg, torch.device("cpu")) == torch.bfloat16
     fp32, bf16 = _kd(tmp_path), _kd(tmp_path, "train.amp=bf16")
     assert np.isfinite(bf16["final_loss"]) and bf16["final_loss"] != fp32["final_loss"]
     assert bf16["final_loss"] == pytest.approx(fp32["final_loss"], rel=0.05)
@@ -125,7 +127,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str) -> None:
     import torch.distributed as dist
 
     cfg = make_cfg(root, "kd.epochs=1", "kd.eval_every=1")
-    train.setup_device(cfg)
+    recipe.setup_device(cfg)
     teacher = _teacher(cfg)
     torch.manual_seed(1)
     student = remapped_student(teacher, STUDENT, cfg.kd.remap)

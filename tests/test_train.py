@@ -16,7 +16,7 @@ from dass.io import atomic_torch_save, read_jsonl, safe_torch_load
 from dass.nets import ResNet
 from dass.space import Arch, SearchSpace
 from dass.train import engine as train
-from dass.train import teachers
+from dass.train import recipe, runs, teachers
 
 TASK = "synth-0"  # a name the demo config lists (the CLI accepts only configured tasks)
 STUDENT = Arch([1, 2, 1, 1], [[6], [12, 16], [18], [32]])
@@ -226,7 +226,7 @@ def test_kd_seeds_summary(trained, tmp_path):
     teacher, _ = teachers.load_teacher_for(cfg, TASK, 8)
     cfg = make_cfg(tmp_path, "kd.epochs=1")
     s = train.kd_seeds(teacher, STUDENT, task, cfg, method="dass", progress=False)
-    base = tmp_path / "runs" / "kd" / TASK / train.arch_slug(STUDENT)
+    base = tmp_path / "runs" / "kd" / TASK / runs.arch_slug(STUDENT)
     assert base.name == "6_12-16_18_32"
     assert sorted(p.name for p in base.iterdir()) == ["seed1", "seed2", "summary.json"]
     best = [r["best_acc"] for r in s["runs"]]
@@ -360,7 +360,7 @@ def test_cuda_fast_path(tmp_path):
     task = tiny_task()
     r = train.train_teacher(task, cfg, device=dev, progress=False)
     assert 0 <= r["best_acc"] <= 100 and np.isfinite(r["final_loss"])
-    assert train.amp_dtype(cfg, dev) in (torch.bfloat16, torch.float16)
+    assert recipe.amp_dtype(cfg, dev) in (torch.bfloat16, torch.float16)
     teacher, acc = teachers.load_teacher_for(cfg, TASK, 8, dev)
     rk = train.kd_student(teacher, STUDENT, task, cfg, seed=1, device=dev, out_dir=None, progress=False)
     assert np.isfinite(rk["final_loss"])

@@ -25,6 +25,7 @@ def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..data.tasks import require_task_files
     from ..db import build as db
+    from ..db import report
     from ..search import build_candidates
 
     modes = args.split
@@ -51,11 +52,11 @@ def run(cfg, args) -> int:
         last_shard = args.num_shards == 1 or args.merge
         if last_shard and not args.no_candidates and (modes is None or "meta_test" in modes):
             build_candidates(cfg, progress=not args.no_progress)
-    rows = db.sanity_report(cfg, modes, write=not args.report)
-    print(db.format_table(rows))
+    rows = report.sanity_report(cfg, modes, write=not args.report)
+    print(report.format_table(rows))
     if any(r["ceiling"] != "" for r in rows):
-        fam = db.family_summary(cfg, rows, modes)
-        print(db.format_family(fam))
+        fam = report.family_summary(cfg, rows, modes)
+        print(report.format_family(fam))
         if not args.report:   # --report only reads: a committed or downloaded database is left as it is
             write_json(Path(cfg.db.out) / "family.json", fam)
     flat = [r["task"] for r in rows if r["acc_std"] == 0]

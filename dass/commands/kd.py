@@ -47,7 +47,9 @@ def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..data.tasks import load_task, require_task_files
     from ..search import arch_from_search
-    from ..train.engine import dist_env, kd_run_dir, kd_seeds, kd_student, setup_device
+    from ..train.engine import kd_seeds, kd_student
+    from ..train.recipe import dist_env, setup_device
+    from ..train.runs import kd_run_dir
     from ..train.teachers import load_teacher_for
 
     name = check_task(cfg, args.task)

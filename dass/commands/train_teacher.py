@@ -22,7 +22,8 @@ def add_arguments(p) -> None:
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
     from ..data.tasks import load_task, require_task_files
-    from ..train.engine import dist_env, setup_device, train_teacher
+    from ..train.engine import train_teacher
+    from ..train.recipe import dist_env, setup_device
     from ..train.teachers import is_teacher_ready, load_teacher_for, teacher_dir, teacher_status
 
     if args.task == "all":

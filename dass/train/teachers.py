@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 
 from ..errors import CheckpointError
-from .engine import BEST, CHECKPOINT, RESULT, freeze, load_model_checkpoint
+from .checkpoints import freeze, load_model_checkpoint
+from .runs import BEST, CHECKPOINT, RESULT
 
 READY = ("trained", "released")
 
