@@ -129,10 +129,15 @@ def make_recipe_v2(seed: int, index: int) -> dict:
     network); motif shape needs receptive field, i.e. depth in the later stages (the params-heavy part);
     colour is solved by any network; many classes reward a wide last stage.
     """
-    r = task_rng(seed, index, 10)
-    cue = r.dirichlet([0.5, 0.5, 0.5, 0.5])
+    return _four_cue_knobs(task_rng(seed, index, 10), [0.5, 0.5, 0.5, 0.5], 4, 12)
+
+
+def _four_cue_knobs(r: np.random.Generator, alpha, low: int, high: int) -> dict:
+    """The knobs of a four-cue recipe (v2, v3), drawn in a fixed order: the cue mix from Dirichlet(alpha),
+    then ``low..high`` classes, then the rest."""
+    cue = r.dirichlet(alpha)
     return {
-        "num_classes": int(r.integers(4, 13)),
+        "num_classes": int(r.integers(low, high + 1)),
         "num_parts": int(r.integers(1, 4)),
         "cue_weights": {c: float(w) for c, w in zip(CUES_V2, cue)},
         "micro_period": int(r.integers(2, 5)),
@@ -161,22 +166,10 @@ def make_recipe_v3(seed: int, index: int, stream: int) -> dict:
     low, high = V3_CLASS_RANGES[index % 2]
     alpha = np.full(len(CUES_V2), 0.4)
     alpha[(index // 2) % len(CUES_V2)] = V3_DOMINANT_CONCENTRATION
-    cue = r.dirichlet(alpha)
-    return {
-        "num_classes": int(r.integers(low, high + 1)),
-        "num_parts": int(r.integers(1, 4)),
-        "cue_weights": {c: float(w) for c, w in zip(CUES_V2, cue)},
-        "micro_period": int(r.integers(2, 5)),
-        "separation": float(r.uniform(0.6, 1.0)),
-        "variability": float(r.uniform(0.1, 0.3)),
-        "spread": float(r.uniform(0.1, 0.5)),
-        "pixel_noise": float(r.uniform(0.01, 0.06)),
-        "clutter": float(r.uniform(0.0, 0.3)),
-        "colour_cast": float(r.uniform(0.0, 0.15)),
-        "texture_frequency": float(r.uniform(1.0, 2.5)),
-        # how much of data.synthetic_train_per_class the task gets: small data favours small students
-        "train_fraction": float(r.uniform(*V3_TRAIN_FRACTION)),
-    }
+    knobs = _four_cue_knobs(r, alpha, low, high)
+    # how much of data.synthetic_train_per_class the task gets: small data favours small students
+    knobs["train_fraction"] = float(r.uniform(*V3_TRAIN_FRACTION))
+    return knobs
 
 
 def _micro_tiles(recipe: dict, r: np.random.Generator) -> np.ndarray:
