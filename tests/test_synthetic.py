@@ -309,6 +309,18 @@ def test_v3_probe_is_the_teacher_build_db_trains(tmp_path):
     assert not (tmp_path / "runs").exists()          # a probe is not a run: it leaves no result row
     got = train_teacher(load_task("synth-0", cfg), cfg, out_dir=tmp_path / "t", progress=False)["final_acc"]
     assert meta["probe"]["teacher_acc"] == got and meta["attempt"] == 0
+    # a meta-test task's teacher trains at teacher.lr_meta_test, in the probe as in build-db
+    arrays = syn.make_task(0, 0, 16, 6, 3, family="v3")
+    mt = load_config(None, [f"run.out_dir={tmp_path / 'runs'}", "teacher.epochs=1", "teacher.batch_size=8",
+                            "teacher.lr_meta_test=0.3", "tasks.meta_test=[synth-0]", *cfg_overrides_space()])
+    assert syn.probe_teacher(mt, arrays) == train_teacher(
+        load_task("synth-0", cfg), mt, out_dir=tmp_path / "t2", meta_test=True, progress=False)["final_acc"]
+    assert syn.probe_spec(mt, "synth-0")["meta_test"] and not syn.probe_spec(cfg, "synth-0")["meta_test"]
+
+
+def cfg_overrides_space():
+    return ["space.image_size=16", "space.stage_widths=[4,4,4,4]", "space.width_multipliers=[1.0]",
+            "space.max_depth=1", "space.min_depth=1"]
 
 
 def test_v3_train_size_follows_the_recipe():

@@ -424,7 +424,7 @@ def generate_tasks(cfg, out_root: Optional[str | Path] = None, progress: bool = 
             if d.synthetic_family != "v1":   # v1 markers stay as they were: existing folders remain valid
                 spec.update(family=d.synthetic_family, min_test_images=d.synthetic_min_test_images)
             if d.synthetic_family == "v3":
-                spec.update(probe=probe_spec(cfg))
+                spec.update(probe=probe_spec(cfg, name))
         folder = root / name
         if not force and is_complete(folder, spec):
             continue
@@ -443,18 +443,20 @@ def generate_tasks(cfg, out_root: Optional[str | Path] = None, progress: bool = 
 # v3: only learnable tasks
 # --------------------------------------------------------------------------------------------- #
 
-def probe_spec(cfg) -> dict:
+def probe_spec(cfg, name: str) -> dict:
     """Everything the learnability probe's outcome depends on (part of a v3 task's marker: a change
     regenerates the task)."""
     return {"min_x_chance": cfg.data.synthetic_min_x_chance, "teacher": dataclasses.asdict(cfg.teacher),
+            "meta_test": name in cfg.tasks.meta_test,
             "space": dataclasses.asdict(cfg.space), "channels_last": cfg.train.channels_last,
             "num_threads": cfg.train.num_threads, "crop_padding": cfg.data.crop_padding,
             "mean": cfg.data.mean, "std": cfg.data.std}
 
 
 def probe_teacher(cfg, arrays: dict) -> float:
-    """Test accuracy (%) of the task's teacher, trained exactly as build-db will train it, on CPU
-    (so the task's content does not depend on the machine's accelerator), into a scratch folder."""
+    """Test accuracy (%) of the task's teacher, trained exactly as build-db will train it (with
+    ``teacher.lr_meta_test`` when the task is a meta-test task), on CPU (so the task's content does not
+    depend on the machine's accelerator), into a scratch folder."""
     # imported on use: task generation sits below the training engine in the layers, and only this
     # probe reaches up into it
     from ..train.engine import train_teacher
@@ -465,7 +467,7 @@ def probe_teacher(cfg, arrays: dict) -> float:
         # run files and the result.csv row stay in the scratch folder: a probe is not a run
         scratch = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=tmp))
         return float(train_teacher(task, scratch, out_dir=Path(tmp) / "teacher", device="cpu",
-                                   progress=False)["final_acc"])
+                                   meta_test=task.name in cfg.tasks.meta_test, progress=False)["final_acc"])
 
 
 def make_learnable_task(cfg, index: int) -> dict:
