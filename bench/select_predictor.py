@@ -6,6 +6,11 @@ size, target normalisation, inputs). Each is meta-trained once per seed into ``e
 checkpoint by. Prints a table; the winner's overrides go into configs/bench.yaml by hand.
 
     python bench/select_predictor.py --config configs/bench.yaml --seeds 0,1
+    python bench/select_predictor.py --config configs/bench.yaml --seeds 0,1 --method metad2a
+
+``--method`` scores a trained baseline's variant of each candidate (its own runs, ``<out>/<method>-<name>``):
+every trained method is compared at the settings chosen for it, written as ``meta.method_overrides``
+(docs/method.md#evaluation).
 """
 from __future__ import annotations
 
