@@ -237,6 +237,9 @@ def test_v2_bad_family_and_test_count(tmp_path):
         load_config(None, ["data.synthetic_family=v9"])
     with pytest.raises(ConfigError, match="v1, v2"):
         syn.make_task(0, 0, 16, 2, 2, family="v9")
+    with pytest.raises(ConfigError, match="synthetic_min_x_chance"):
+        syn.generate_tasks(small_cfg(tmp_path, "data.synthetic_family=v3", "data.synthetic_min_x_chance=-1"),
+                           progress=False)
 
 
 # --------------------------------------------------------------------------------------------- #

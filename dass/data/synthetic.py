@@ -400,6 +400,9 @@ def check_config(cfg) -> None:
         raise ConfigError(f"config key 'data.synthetic_family' is '{d.synthetic_family}'; use one of {', '.join(FAMILIES)}")
     if d.synthetic_min_test_images < 0:
         raise ConfigError("config key 'data.synthetic_min_test_images' must be >= 0")
+    if not 0 <= d.synthetic_min_x_chance < 100:
+        raise ConfigError("config key 'data.synthetic_min_x_chance' must be >= 0 (a multiple of chance accuracy; "
+                          "0 accepts every task)")
     if not 0.0 < d.digits_test_fraction < 1.0:
         raise ConfigError("config key 'data.digits_test_fraction' must lie strictly between 0 and 1")
 
