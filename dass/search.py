@@ -1,4 +1,8 @@
-"""Rapid distillation-aware student search on an unseen task (docs/method.md#search).
+"""Rapid distillation-aware student search on an unseen task (docs/method.md#search), and its files.
+
+This module owns everything of the search: the candidate pools (:func:`build_candidates`, written by
+``build-db``; :func:`load_candidates`, ours or the authors'), the ranking under budgets, its output
+files, and their reader (:func:`arch_from_search`, used by ``main.py kd --from-search``).
 
 1. Candidates: the pool written by ``build-db`` or the authors' (``preprocessed/search/<task>.pt``, see
    :func:`dass.db.records.candidate_dict`), or -- for a user's
@@ -13,7 +17,8 @@ Outputs under ``search.out``: ``obtained_net_index.yaml`` in the authors' format
 its ``defaultdict`` tag), ``<task>_scores.csv`` (every
 candidate: index, score, MACs, params, architecture) and ``<task>_candidates.pt`` (the candidate
 architectures as a list of ``{"depth_config", "channel_widths"}`` dicts, which ``main.py kd --from-search``
-reads back).
+reads back through :func:`arch_from_search`; when the authors' search wrote only the index, it is
+resolved through ``net_info/net_samples.pt``, as their KD script does).
 """
 from __future__ import annotations
 

@@ -22,6 +22,9 @@ KD recipe, embedding settings, seed, architecture). A killed build re-runs only 
 unreadable or mismatched item file (changed config, corrupt file) is redone, never merged.
 ``--shard K --num-shards N`` takes items ``g`` with ``g % N == K`` so processes, GPUs or cluster jobs
 split the work; ``merge`` assembles the task files once every item exists.
+
+``main.py build-db`` then writes the search's candidate pools (:func:`dass.search.build_candidates`) and
+the database report (:mod:`dass.db.report`).
 """
 from __future__ import annotations
 
