@@ -42,7 +42,8 @@ def config(work: Path, students: int, kd_epochs: int, threads: int, db_name: str
         "space.width_multipliers=[0.5,0.75,1.0]", "space.image_size=16", "data.crop_padding=2",
         "tasks.meta_train=[toy-0]", "tasks.meta_valid=[toy-1]", "tasks.meta_test=[toy-2]",
         "teacher.epochs=3", "teacher.batch_size=64", f"kd.epochs={kd_epochs}", "kd.batch_size=64",
-        f"kd.eval_every={kd_epochs}", f"db.num_students={students}", f"meta.n_query={max(1, students - 1)}",
+        f"kd.eval_every={kd_epochs}", f"db.num_students={students}", "db.num_students_meta_test=0",
+        f"meta.n_query={max(1, students - 1)}",
         f"train.num_threads={threads}",
         "predictor.dataset_samples_per_class=4", "predictor.dataset_feature_dim=32", *extra])
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from common import Reporter, base_parser, gpu_peak, median, print_header, setup, spread
 
-import torch  # noqa: E402  (common puts the repository on sys.path first)
+import torch  # noqa: E402  (after common sets OMP_WAIT_POLICY)
 
 from dass.config import load_config  # noqa: E402
 from dass.data.tasks import TaskData  # noqa: E402

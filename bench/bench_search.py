@@ -4,7 +4,7 @@
 A candidate is *scored* when it has been remapped from the teacher and run on the fixed noise (its stage-4
 functional map, docs/method.md#embedding), encoded (docs/method.md#space), sized (MACs/params, for the
 budget) and given a predicted accuracy by the predictor after teacher-guided adaptation
-(``dass.predictor.meta.predict``, docs/method.md#predictor, #meta-learning). Paper scale: the ResNet42 teacher at 64
+(``dass.predictor.inference.predict``, docs/method.md#predictor, #meta-learning). Paper scale: the ResNet42 teacher at 64
 px, the paper's space, 256 x 8 x 8 maps, the paper's predictor. Weights are seeded random ones (throughput
 does not depend on their values).
 
@@ -40,7 +40,10 @@ import torch  # noqa: E402
 from dass.config import load_config  # noqa: E402
 from dass.embed import noise_input, student_map  # noqa: E402
 from dass.fastembed import chain, remapped_maps  # noqa: E402
-from dass.predictor.meta import MetaTrainer, build_predictor, init_inner_lrs, predict  # noqa: E402
+from dass.predictor.checkpoint import LoadedPredictor, settings_of  # noqa: E402
+from dass.predictor.inference import predict  # noqa: E402
+from dass.predictor.inner import init_inner_lrs  # noqa: E402
+from dass.predictor.trainer import MetaTrainer, build_predictor  # noqa: E402
 from dass.nets import ResNet  # noqa: E402
 from dass.db.records import TaskRecords, TeacherRecord  # noqa: E402
 from dass.space import SearchSpace  # noqa: E402
@@ -150,7 +153,7 @@ def main() -> None:
         recs = to_records(space, archs, fmaps, t_rec)
         times["encode+size"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        scores = predict(model, lrs, recs, adapt=True, cfg=cfg)
+        scores = predict(LoadedPredictor(model, lrs, settings_of(cfg)), recs)
         times["predict"].append(time.perf_counter() - t0)
         assert scores.shape == (n,) and torch.isfinite(scores).all()
 

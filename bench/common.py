@@ -19,9 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parent.parent   # the checkout (the package itself is installed: script/setup_env.sh)
 
 # OpenMP threads that spin while waiting at a barrier are a disaster when another process holds a
 # core: measured on the 2-core test machine under load, a KD step with 2 threads ran 13x slower than

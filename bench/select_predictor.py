@@ -5,8 +5,8 @@ size, target normalisation, inputs). Each is meta-trained once per seed into ``e
 (reused when done) and scored by its best mean meta-valid Spearman, the figure meta-training selects its
 checkpoint by. Prints a table; the winner's overrides go into configs/bench.yaml by hand.
 
-    python bench/select_predictor.py --config configs/bench.yaml --seeds 0,1
-    python bench/select_predictor.py --config configs/bench.yaml --seeds 0,1 --method metad2a
+    python bench/select_predictor.py --config configs/bench.yaml --meta-seeds 0,1
+    python bench/select_predictor.py --config configs/bench.yaml --meta-seeds 0,1 --method metad2a
 
 ``--method`` scores a trained baseline's variant of each candidate (its own runs, ``<out>/<method>-<name>``):
 every trained method is compared at the settings chosen for it, written as ``meta.method_overrides``
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from dass.config import load_config, resolve_device  # noqa: E402
-from dass.predictor.meta import load_predictor, load_tasks, train_or_reuse  # noqa: E402
-from dass.predictor.methods import variant_config  # noqa: E402
+from dass.config import load_config, resolve_device
+from dass.db.records import load_split_records
+from dass.predictor.checkpoint import load_predictor
+from dass.predictor.methods import variant_config
+from dass.predictor.trainer import train_or_reuse
 
 CANDIDATES = {
     "base": [],
@@ -41,13 +41,13 @@ CANDIDATES = {
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/bench.yaml")
-    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--meta-seeds", default="0,1", help="meta-training seeds")
     p.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
     p.add_argument("--out", default="exp/bench/select")
     p.add_argument("--method", default="dass", help="a trained method of the registry (e.g. metad2a): its "
                    "variant of each candidate config is trained and scored")
     a = p.parse_args()
-    seeds = [int(s) for s in a.seeds.split(",")]
+    seeds = [int(s) for s in a.meta_seeds.split(",")]
     names = [n for n in CANDIDATES if not a.only or n in a.only.split(",")]
     print(f"{'candidate':<16} {'meta-valid Spearman per seed':<36} mean")
     for name in names:
@@ -59,9 +59,9 @@ def main() -> int:
                 cfg = variant_config(cfg, a.method)
             cfg.meta.out = str(out)
             device = resolve_device(cfg.run.device)
-            best = train_or_reuse(cfg, load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"), [], device,
+            best = train_or_reuse(cfg, load_split_records(cfg, "meta_train"), load_split_records(cfg, "meta_valid"), [], device,
                                   progress=False)
-            vals.append(float(load_predictor(best, device)[2].get("valid_spearman", float("nan"))))
+            vals.append(float(load_predictor(best, device).settings.get("valid_spearman", float("nan"))))
         print(f"{name:<16} {' '.join(f'{v:.3f}' for v in vals):<36} {np.mean(vals):.3f}", flush=True)
     return 0
 

@@ -4,7 +4,7 @@ Public API (kept stable; the CLI, scripts and notebook use it):
 
 - :mod:`dass.config` -- ``load_config(path, overrides)`` -> typed :class:`~dass.config.Config`
 - :mod:`dass.space` -- ``Arch``, ``SearchSpace`` (sample, teacher, encode, macs, params)
-- :mod:`dass.nets` -- ``ResNet``, ``load_teacher`` (a state-dict file into a ResNet)
+- :mod:`dass.nets` -- ``ResNet``; :mod:`dass.train.checkpoints` -- ``load_model_checkpoint`` (the one model loader)
 - :mod:`dass.train.teachers` -- ``teacher_status``, ``is_teacher_ready``, ``load_teacher_for``, ``ensure_teacher``
   (the one notion of a ready teacher; released teachers are read only)
 - :mod:`dass.remap` -- ``remap(teacher, student, strategy)``
@@ -16,7 +16,9 @@ Public API (kept stable; the CLI, scripts and notebook use it):
 - :mod:`dass.db.build` / :mod:`dass.db.records` -- ``build``, ``merge``, ``load_records``;
   :mod:`dass.search` -- ``run_search``, ``build_candidates``, ``load_candidates`` (the search's candidate pools);
   :mod:`dass.layout` -- ``config_layout`` (the input layout every written file carries)
-- :mod:`dass.predictor.meta` -- ``MetaTrainer``, ``load_predictor``, ``predict``, ``evaluate_task``
+- :mod:`dass.predictor.trainer` -- ``MetaTrainer``, ``train_or_reuse``; :mod:`dass.predictor.checkpoint` --
+  ``load_predictor`` -> ``LoadedPredictor``; :mod:`dass.predictor.inference` -- ``predict``, ``evaluate_task``;
+  :mod:`dass.predictor.inner` -- the inner update
 - :mod:`dass.predictor.methods` -- ``REGISTRY``, ``score(name, records)``: DaSS, its ablations and every baseline
 - :mod:`dass.evaluate` -- ``run_meta_test(cfg, seeds=...)`` -> rows and statistics;
   :mod:`dass.stats` -- ``bootstrap_spearman``, ``paired_bootstrap``, ``noise_ceiling``, ``verdict``

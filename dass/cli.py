@@ -1,7 +1,8 @@
-"""``main.py``: one CLI, one subcommand per pipeline step.
+"""``dass`` (or ``python main.py`` in a checkout): one CLI, one subcommand per pipeline step.
 
-Every subcommand takes ``--config configs/X.yaml`` plus ``key=value`` overrides (``kd.epochs=3``),
-resolved into one typed :class:`~dass.config.Config`. Each subcommand lives in its own module under
+Every subcommand takes ``--config`` (a YAML file, or a built-in config: ``paper``, ``demo``, ``bench``;
+``configs/paper.yaml`` names the built-in one when no such file is there) plus ``key=value`` overrides
+(``kd.epochs=3``), resolved into one typed :class:`~dass.config.Config`. Each subcommand lives in its own module under
 :mod:`dass.commands` exposing ``add_arguments(parser)`` and ``run(cfg, args) -> int``. Building the
 parser imports every command module, so those modules import the pipeline (training, database,
 meta-learning, plotting: scipy, matplotlib, ...) inside ``run`` and ``--help`` stays fast.
@@ -14,10 +15,9 @@ import argparse
 import errno
 import importlib
 import sys
-from pathlib import Path
 from typing import Optional
 
-from .config import load_config
+from .config import BUILTIN, load_config, resolve_device
 from .errors import DassError
 
 # subcommand -> (module, one-line help)
@@ -35,19 +35,23 @@ COMMANDS = {
 }
 
 
-# Commands whose bare form has its own config: `main.py demo` is the embedded default.
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIGS = {"demo": CONFIG_DIR / "demo.yaml"}
+# Commands whose bare form has its own config: `dass demo` is the embedded default. Every other command
+# without --config runs the built-in defaults, which are the paper's settings (dass/configs/paper.yaml).
+DEFAULT_CONFIGS = {"demo": "demo"}
 
-# Long-running steps share these flags (same spelling and meaning everywhere).
-LONG_RUNNING = ("train-teacher", "kd", "build-db", "meta-train", "meta-test", "search", "demo")
+# Shared flags, with one spelling and one meaning everywhere: the steps that show progress bars, and the
+# steps that compute on a device.
+WITH_PROGRESS = ("make-tasks", "train-teacher", "kd", "build-db", "meta-train", "meta-test", "search", "demo")
+ON_DEVICE = ("train-teacher", "kd", "build-db", "meta-train", "meta-test", "search", "demo")
 
 
-def _add_common_flags(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--no-progress", action="store_true",
-                    help="no progress bars (one log line per evaluation instead)")
-    sp.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
-                    help="where to run; same as the override run.device=...")
+def _add_common_flags(sp: argparse.ArgumentParser, name: str) -> None:
+    if name in WITH_PROGRESS:
+        sp.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (one log line per evaluation instead)")
+    if name in ON_DEVICE:
+        sp.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
+                        help="where to run; same as the override run.device=...")
 
 
 def _load(name: str):
@@ -55,16 +59,16 @@ def _load(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="main.py", description="DaSS: distillation-aware student search.")
+    p = argparse.ArgumentParser(prog="dass", description="DaSS: distillation-aware student search.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
-        sp.add_argument("--config", default=None, help="YAML config (configs/paper.yaml or configs/demo.yaml; "
-                        + (f"default {DEFAULT_CONFIGS[name].relative_to(CONFIG_DIR.parent)})" if name in DEFAULT_CONFIGS
-                           else "default: the paper's settings)"))
+        default = f"default: the built-in {DEFAULT_CONFIGS[name]}" if name in DEFAULT_CONFIGS else \
+            "default: the built-in defaults, the paper's settings"
+        sp.add_argument("--config", default=None, help=f"a YAML file or a built-in config ({', '.join(BUILTIN)}; "
+                                                       f"{default})")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. kd.epochs=3")
-        if name in LONG_RUNNING:
-            _add_common_flags(sp)
+        _add_common_flags(sp, name)
         mod = _load(name)
         if hasattr(mod, "add_arguments"):
             mod.add_arguments(sp)
@@ -83,6 +87,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             overrides.append(f"run.device={args.device}")
         config = args.config if args.config is not None else DEFAULT_CONFIGS.get(args.command)
         cfg = load_config(config, overrides)
+        if args.command in ON_DEVICE:
+            resolve_device(cfg.run.device)   # a malformed or absent device fails here, before any work
         return int(_load(args.command).run(cfg, args) or 0)
     except DassError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -97,3 +103,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+
+
+def run() -> None:
+    """The ``dass`` console script: :func:`main` with its exit status."""
+    sys.exit(main())

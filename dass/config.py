@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
+import sys
 import typing
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -44,7 +47,7 @@ class SpaceConfig:
     image_size: int = 64
     # Every student's last block at the teacher's last-stage width (the authors' students are; their KD and
     # predictor need it). The encoding keeps its length; only sampling and membership change.
-    last_block_full_width: bool = False
+    last_block_full_width: bool = True
 
 
 @dataclass
@@ -53,6 +56,9 @@ class DataConfig:
 
     root: str = "data"
     crop_padding: int = 8           # random-crop padding (8 at 64 px, docs/method.md#benchmark); used as given at any size
+    # evaluation loaders drop the last partial batch, as the authors' do (their test accuracy leaves up to
+    # batch_size - 1 images out); false evaluates every test image
+    test_drop_last: bool = True
     mean: float = 0.5
     std: float = 0.5
     # QuickDraw's train split is cut to this many images per class (docs/method.md#benchmark).
@@ -62,7 +68,7 @@ class DataConfig:
     synthetic_num_tasks: int = 12
     synthetic_train_per_class: int = 100
     synthetic_test_per_class: int = 40
-    synthetic_family: str = field(default="v1", metadata=_choices("v1", "v2", "v3"))  # v3: the benchmark family
+    synthetic_family: str = field(default="v1", metadata=_choices("v1", "v3"))  # v3: the benchmark family
     synthetic_min_test_images: int = 0  # raise test images per class to reach this many per task
     # v3 only: a recipe is kept when its teacher (trained as configured, on CPU) reaches this many times
     # chance; otherwise the task is redrawn (docs/method.md#benchmark)
@@ -81,27 +87,10 @@ class TaskConfig:
 
 
 @dataclass
-class TeacherConfig:
-    """Teacher training recipe (docs/method.md#teachers)."""
-
-    epochs: int = 180
-    batch_size: int = 64
-    lr: float = 0.05
-    lr_meta_test: float = 0.01     # the meta-test teachers use a lower learning rate
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
-    nesterov: bool = True
-    label_smoothing: float = 0.1
-    eval_every: int = 5
-    seed: int = 0
-    # the authors' optional heavy augmentation (their --aug, off in their scripts): a second horizontal
-    # flip, Gaussian blur and a 30-70 degree rotation after crop + flip (dass.data.loader.heavy_augment)
-    heavy_aug: bool = False
-
-
-@dataclass
-class KDConfig:
-    """Knowledge-distillation recipe (docs/method.md#kd)."""
+class SGDConfig:
+    """The optimiser fields teachers and KD share: SGD (Nesterov, momentum, weight decay) with a cosine decay
+    stepped every iteration, evaluated every ``eval_every`` epochs (docs/method.md#teachers, #kd). The
+    defaults are the paper's KD recipe."""
 
     epochs: int = 50
     batch_size: int = 64
@@ -109,9 +98,28 @@ class KDConfig:
     momentum: float = 0.9
     weight_decay: float = 3e-5
     nesterov: bool = True
+    eval_every: int = 5
+
+
+@dataclass
+class TeacherConfig(SGDConfig):
+    """Teacher training recipe (docs/method.md#teachers)."""
+
+    epochs: int = 180
+    lr_meta_test: float = 0.01     # the meta-test teachers use a lower learning rate
+    label_smoothing: float = 0.1
+    seed: int = 0
+    # the authors' optional heavy augmentation (their --aug, off in their scripts): a second horizontal
+    # flip, Gaussian blur and a 30-70 degree rotation after crop + flip (dass.data.loader.heavy_augment)
+    heavy_aug: bool = False
+
+
+@dataclass
+class KDConfig(SGDConfig):
+    """Knowledge-distillation recipe (docs/method.md#kd)."""
+
     temperature: float = 6.0
     alpha: float = 0.5
-    eval_every: int = 5
     remap: str = field(default="copy_paste_first", metadata=_choices(
         "copy_paste_first", "copy_paste_last", "uniform", "copy_paste_uniform", "copy_paste_uniform_last", "random"))
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])   # the searched student's seeds
@@ -143,7 +151,6 @@ class EmbedConfig:
     noise_seed: int = 0
     num_noise: int = 1              # number of noise images; maps are averaged over them
     stage: int = 4
-    pad: str = field(default="zero", metadata=_choices("zero"))
     # processes embedding a search pool on CPU (dass.fastembed.remapped_maps_parallel); 0 = auto: one per
     # core (at most 8) with 4+ cores and 512+ candidates, else in this process (see auto_workers)
     workers: int = 0
@@ -157,7 +164,7 @@ class DatabaseConfig:
     # students sampled per meta-train/valid task: at least meta.n_query + 1, since the authors' sampler
     # draws n_support + n_query students from a task
     num_students: int = 51
-    num_students_meta_test: int = 0     # ground truth per unseen dataset (paper.yaml: 50); 0 = db.num_students
+    num_students_meta_test: int = 50    # ground truth per unseen dataset (the paper's 50); 0 = db.num_students
     sample_seed: int = 0
     kd_seed: int = 0                # ground truth = one KD run per student (docs/method.md#kd)
     # The benchmark's labels: the mean over these KD seeds, each seed's accuracy kept as well
@@ -210,7 +217,7 @@ class MetaConfig:
     adapt: bool = True
     n_query: int = 50
     eval_every: int = 20
-    seed: int = 0
+    seed: int = 2                   # the authors' meta-training script's seed
     out: str = "exp/meta_train"
     # Evaluate the meta-batch's tasks in one torch.func.vmap call when their shapes agree (same maths
     # as the per-task loop, ~1.6x faster on small predictors); false = the plain loop.
@@ -233,7 +240,7 @@ class SearchConfig:
     # Meta-SGD inner rates of the adaptation at search time: "learned" (those meta-training learned, as
     # meta-test uses them) or "initial" (every rate at meta.inner_lr_init, as the authors' search script
     # rebuilds them and loads only the weights)
-    inner_lr: str = field(default="learned", metadata=_choices("learned", "initial"))
+    inner_lr: str = field(default="initial", metadata=_choices("learned", "initial"))
 
 
 @dataclass
@@ -252,7 +259,6 @@ class DemoConfig:
     """The embedded default end to end (docs/method.md#benchmark)."""
 
     out: str = "exp/demo"
-    real_test_task: str = "digits"
     budget_frac: float = 0.5        # search budget: MACs <= this fraction of the teacher's
     workers: int = 0                # local build-db processes; 0 = min(2, CPU count)
     # The headline comparison runs on the committed benchmark database (docs/method.md#benchmark):
@@ -401,6 +407,7 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError("config key 'kd.logit_cache_mb' must be >= 0 (0 switches the teacher-logit cache off)")
     if cfg.embed.workers < 0:
         raise ConfigError("config key 'embed.workers' must be >= 0 (0 = automatic, 1 = in this process)")
+    check_device_name(cfg.run.device)
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -422,10 +429,31 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def read_yaml(path: str | os.PathLike) -> dict:
+# The configs shipped inside the package (dass/configs/*.yaml; a checkout links them as configs/).
+BUILTIN = ("paper", "demo", "bench")
+
+
+def builtin_config(name: str):
+    """The packaged config ``name`` (``paper``, ``demo``, ``bench``) as an importlib.resources file."""
+    return resources.files("dass").joinpath("configs", f"{name}.yaml")
+
+
+def resolve_config(path: str | os.PathLike):
+    """``--config`` -> the file to read: an existing path as given; else a built-in config named by its bare
+    name (``paper``) or by its place in a checkout (``configs/paper.yaml``), so the README's commands work
+    from any folder and from an installed package."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist; pass an existing file to --config (see configs/)")
+    if p.is_file():
+        return p
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    if stem in BUILTIN and (p.parent in (Path("."), Path("configs")) or p.parent.name == "configs"):
+        return builtin_config(stem)
+    raise ConfigError(f"config file {p} does not exist; pass an existing file to --config or a built-in config "
+                      f"({', '.join(BUILTIN)})")
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    p = resolve_config(path)
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
@@ -483,8 +511,15 @@ def from_dict(d: dict, source: str = "config") -> Config:
 
 
 def git_revision(cwd: Optional[str | os.PathLike] = None) -> str:
-    """The checkout's commit (with ``-dirty`` when it has uncommitted changes), or 'unknown'."""
-    cwd = cwd or Path(__file__).resolve().parent.parent
+    """The checkout's commit (with ``-dirty`` when it has uncommitted changes), or 'unknown'.
+
+    Only a package imported from a checkout has one: an installed copy (site-packages, maybe inside some
+    other repository) reports ``unknown (dass <version>, installed)``."""
+    if cwd is None:
+        cwd = Path(__file__).resolve().parent.parent
+        if not (cwd / ".git").exists():
+            from . import __version__
+            return f"unknown (dass {__version__}, installed)"
     try:
         r = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=cwd, capture_output=True,
                            text=True, timeout=10)
@@ -499,21 +534,34 @@ def git_revision(cwd: Optional[str | os.PathLike] = None) -> str:
 
 
 def save_config(cfg: Config, run_dir: str | os.PathLike, extra: Optional[dict] = None) -> Path:
-    """Write ``config.yaml`` (resolved config + git revision) into a run directory, atomically."""
-    doc = {"git_revision": git_revision(), **(extra or {}), "config": to_dict(cfg)}
+    """Write ``config.yaml`` into a run directory, atomically: the resolved config that runs, the git
+    revision and the command line that started the process."""
+    doc = {"git_revision": git_revision(), "argv": list(sys.argv), **(extra or {}), "config": to_dict(cfg)}
     out = Path(run_dir) / "config.yaml"
     atomic_write_text(out, yaml.safe_dump(doc, sort_keys=False))
     return out
 
 
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device_name(name: str) -> None:
+    """``run.device`` must read auto, cpu, cuda or cuda:N (checked when a config is loaded)."""
+    if not isinstance(name, str) or not DEVICE_PATTERN.match(name):
+        raise ConfigError(f"config key 'run.device' = {name!r} is not a device; use auto, cpu, cuda or cuda:N "
+                          f"(--device takes the same)")
+
+
 def resolve_device(name: str) -> "Any":
-    """'auto' -> cuda when present, else cpu. Never assumes CUDA."""
+    """'auto' -> cuda when present, else cpu. Never assumes CUDA: asking for an absent one is an error."""
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"config key 'run.device' = {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key 'run.device' asks for CUDA but no CUDA device is present; use run.device=cpu")
+        raise ConfigError(f"config key 'run.device' = {name!r} asks for CUDA but no CUDA device is present; use "
+                          f"--device cpu (or run.device=cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"config key 'run.device' = {name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s), numbered from 0")
     return dev

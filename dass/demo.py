@@ -29,23 +29,23 @@ import numpy as np
 import torch
 
 from .config import Config, load_config, resolve_device, save_config
-from .data.synthetic import generate_tasks
+from .data.generate import generate_tasks
 from .data.tasks import load_task
 from .db import build as db
 from .db.build import task_plan
-from .db.records import candidate_file, task_file
-from .db.report import format_table, sanity_report
+from .db.records import candidate_file, load_split_records, task_file
+from .db.report import format_database_report, sanity_report
 from .evaluate import format_statistics, run_meta_test
 from .io import read_json, write_json
 from .manifest import verify_benchmark
 from .metrics import STD_NOTE, mean_std
-from .predictor.meta import load_tasks, train_or_reuse
+from .predictor.trainer import train_or_reuse
 from .remap import remapped_student
 from .search import build_candidates, run_search, search_root
 from .space import Arch, SearchSpace
 from .train.engine import distill
 from .train.logit_cache import TeacherLogitCache
-from .train.teachers import load_teacher_for
+from .train.teachers import load_teacher_for, probe_teacher_accuracy
 
 
 class Stages:
@@ -88,7 +88,7 @@ def run_demo(cfg: Config, workers: int = 0, log: Callable[[str], None] = print) 
     st = Stages(out, log)
     t_start = time.time()
 
-    st.run("tasks", lambda: False, lambda: generate_tasks(cfg, progress=False))
+    st.run("tasks", lambda: False, lambda: generate_tasks(cfg, progress=False, probe=probe_teacher_accuracy))
 
     def database():
         res = db.build_parallel(cfg, workers, log=log) if workers > 1 else db.build(cfg, log=log)
@@ -97,7 +97,7 @@ def run_demo(cfg: Config, workers: int = 0, log: Callable[[str], None] = print) 
 
     st.run("database", lambda: _all_task_files(cfg), database)
     rows = sanity_report(cfg)
-    log(format_table(rows))
+    log(format_database_report(rows))
 
     best_ckpt = Path(cfg.meta.out) / "best.pt"
     st.run("meta-train", lambda: (Path(cfg.meta.out) / "done.json").is_file() and best_ckpt.is_file(),
@@ -130,8 +130,8 @@ def run_demo(cfg: Config, workers: int = 0, log: Callable[[str], None] = print) 
 
 
 def _meta_train(cfg: Config, log) -> dict:
-    best = train_or_reuse(cfg, load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"),
-                          load_tasks(cfg, "meta_test", required=False), resolve_device(cfg.run.device),
+    best = train_or_reuse(cfg, load_split_records(cfg, "meta_train"), load_split_records(cfg, "meta_valid"),
+                          load_split_records(cfg, "meta_test", required=False), resolve_device(cfg.run.device),
                           progress=False)
     write_json(Path(cfg.meta.out) / "done.json", {"best": str(best)})
     return {"best": str(best)}

@@ -21,11 +21,10 @@ docs/method.md#evaluation. For every meta-test task each method scores the task'
 ``seeds``: meta-train every trained method once per meta-training seed (``meta.seed``), each into its
 own folder (reused when done), and report DaSS as mean ± sample std over seeds; without seeds DaSS is
 the given checkpoint and each trained baseline one run with the config's seed. Models are selected on
-meta-valid only (:func:`dass.predictor.meta.train_or_reuse`).
+meta-valid only (:func:`dass.predictor.trainer.train_or_reuse`).
 """
 from __future__ import annotations
 
-import copy
 import math
 import sys
 from dataclasses import dataclass, field
@@ -37,13 +36,16 @@ import torch
 
 from . import stats
 from .config import from_dict, resolve_device, to_dict
-from .db.records import TaskRecords
+from .db.records import TaskRecords, load_split_records
 from .errors import CheckpointError, ConfigError, DataError
 from .io import write_csv, write_json
-from .metrics import nanmean, rank_desc
-from .plots import scatter_svg
+from .metrics import mean_std, nanmean, rank_desc, spearman_rows
+from .parallel import map_processes
+from .plots import scatter_plot
 from .predictor import methods as registry
-from .predictor.meta import evaluate_task, load_predictor, load_tasks, train_or_reuse
+from .predictor.checkpoint import load_predictor
+from .predictor.inference import evaluate_task
+from .predictor.trainer import train_or_reuse
 from .spearman_csv import spearman_csv_path, write_spearman_csv
 
 METRICS = ("spearman", "pearson", "kendall", "top1", "top5", "best")
@@ -79,14 +81,6 @@ def _f(v, nd=3) -> str:
 # the trained methods
 # --------------------------------------------------------------------------------------------- #
 
-def _run_config(cfg, name: str, seed: Optional[int]):
-    c = copy.deepcopy(cfg) if name == REFERENCE else registry.variant_config(cfg, name)
-    if seed is not None:
-        c.meta.seed = int(seed)
-        c.meta.out = str(Path(cfg.meta.out) / "seeds" / name / f"seed{seed}")
-    return c
-
-
 def _lacks_features(cfg, name: str, tests: list[TaskRecords], splits, explicit: bool) -> bool:
     """True (skip, with a note) when a D-input method meets records without dataset features."""
     if not registry.needs_dataset_features(cfg, name):
@@ -100,32 +94,24 @@ def _lacks_features(cfg, name: str, tests: list[TaskRecords], splits, explicit: 
     return True
 
 
-def _train_one(args) -> str:
-    """One meta-training in a worker process (one thread: the workers share the cores)."""
-    cfg_dict, = args
-    torch.set_num_threads(1)
+def _train_one(cfg_dict: dict) -> str:
+    """One meta-training in a worker process (:mod:`dass.parallel`: one thread, the workers share the cores)."""
     rc = from_dict(cfg_dict)
-    tasks = [load_tasks(rc, m) for m in ("meta_train", "meta_valid", "meta_test")]
+    tasks = [load_split_records(rc, m) for m in ("meta_train", "meta_valid", "meta_test")]
     return str(train_or_reuse(rc, *tasks, resolve_device(rc.run.device), progress=False))
 
 
 def train_all(configs: list, tests, device, progress: bool, workers: int) -> list[Path]:
     """Meta-train every config (reused when done); over ``workers`` spawned processes when > 1."""
     if workers <= 1 or len(configs) <= 1:
-        train, valid = load_tasks(configs[0], "meta_train"), load_tasks(configs[0], "meta_valid")
+        train, valid = load_split_records(configs[0], "meta_train"), load_split_records(configs[0], "meta_valid")
         return [train_or_reuse(c, train, valid, tests, device, progress) for c in configs]
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(min(workers, len(configs))) as pool:
-        paths = pool.map(_train_one, [(to_dict(c),) for c in configs], chunksize=1)
-        pool.close()   # a clean shutdown: terminate() would leak the workers' semaphores
-        pool.join()
-    return [Path(p) for p in paths]
+    return [Path(p) for p in map_processes(_train_one, [to_dict(c) for c in configs], workers)]
 
 
 def trained_predictors(cfg, names: Sequence[str], tests, checkpoint: Optional[Path], seeds, explicit: bool,
                        device, progress: bool, workers: int = 1) -> dict[str, list]:
-    """``{name: [(model, inner_lrs, info), ...]}``, one entry per meta-training seed (or one run)."""
+    """``{name: [LoadedPredictor, ...]}``, one entry per meta-training seed (or one run)."""
     out: dict[str, list] = {}
     jobs: list[tuple[str, object]] = []
     splits = None
@@ -133,13 +119,13 @@ def trained_predictors(cfg, names: Sequence[str], tests, checkpoint: Optional[Pa
         if not registry.get(name).trained:
             continue
         if name == REFERENCE and not seeds:
-            out[name] = [load_predictor(checkpoint, device)]
+            out[name] = [load_predictor(checkpoint, device, cfg.run.allow_legacy_pickle)]
             continue
-        splits = splits or (load_tasks(cfg, "meta_train"), load_tasks(cfg, "meta_valid"))
+        splits = splits or (load_split_records(cfg, "meta_train"), load_split_records(cfg, "meta_valid"))
         if _lacks_features(cfg, name, tests, splits, explicit):
             continue
         for seed in seeds or [None]:
-            jobs.append((name, _run_config(cfg, name, seed)))
+            jobs.append((name, registry.run_config(cfg, name, seed)))
             if progress:
                 print(f"[meta-test] {name}: meta-training into {jobs[-1][1].meta.out} (reused when done)",
                       file=sys.stderr)
@@ -153,7 +139,7 @@ def trained_predictors(cfg, names: Sequence[str], tests, checkpoint: Optional[Pa
 def method_scores(name: str, rec: TaskRecords, predictors: dict, cfg) -> np.ndarray:
     """``runs x N`` scores of one method on one task (one row for a proxy)."""
     if name in predictors:
-        rows = [registry.score(name, rec, model=m, inner_lrs=lrs, meta_info=info) for m, lrs, info in predictors[name]]
+        rows = [registry.score(name, rec, predictor=p) for p in predictors[name]]
     else:
         rows = [registry.score(name, rec, seed=cfg.run.seed)]
     return torch.stack([r.detach().double().cpu().flatten() for r in rows]).numpy()
@@ -192,22 +178,22 @@ def statistics_of(cfg, tests: list[TaskRecords], scores: dict, num: int = stats.
     """Intervals, paired verdicts (DaSS minus each method), noise ceilings and search figures."""
     tasks, search, ceilings = [], [], {}
     for rec in tests:
-        keep = torch.isfinite(rec.best_acc).numpy()
-        truth = rec.best_acc.double().numpy()[keep]
+        keep = torch.isfinite(rec.label).numpy()
+        truth = rec.label.double().numpy()[keep]
         sc = {m: s[:, keep] for m, s in scores[rec.task].items()}
         tasks.append(stats.TaskScores(rec.task, truth, sc))
-        if rec.seed_best_acc is not None:
-            ceilings[rec.task] = stats.noise_ceiling(rec.seed_best_acc.double().numpy()[:, keep])
+        if rec.seed_label is not None:
+            ceilings[rec.task] = stats.noise_ceiling(rec.seed_label.double().numpy()[:, keep])
         search += _search_rows(cfg, rec.subset(np.flatnonzero(keep).tolist()), truth, sc, num)
     boot = stats.paired_bootstrap(tasks, num=num, seed=cfg.run.seed)
     rows = stats.comparison_rows(boot, REFERENCE)
     for r in rows:
         r.update(ceilings.get(r["task"], {}))
-    runs = np.stack([[stats.spearman_rows(run, t.truth)[0] for run in stats.as_rows(t.scores[REFERENCE])]
+    runs = np.stack([[spearman_rows(run, t.truth)[0] for run in stats.as_rows(t.scores[REFERENCE])]
                      for t in tasks])                                   # tasks x runs
     per_run = np.nanmean(runs, axis=0)
-    dass = {"runs": len(per_run), "pooled_per_run": per_run.tolist(), "mean": float(per_run.mean()),
-            "std": float(per_run.std(ddof=1)) if len(per_run) > 1 else 0.0}
+    mean, std = mean_std(per_run)
+    dass = {"runs": len(per_run), "pooled_per_run": per_run.tolist(), "mean": mean, "std": std}
     return {"resamples": num, "level": stats.LEVEL, "rows": rows, "search": search, "ceilings": ceilings,
             "dass_seeds": dass}
 
@@ -220,7 +206,7 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
                   out: Optional[str | Path] = None, seeds: Optional[Sequence[int]] = None,
                   resamples: int = stats.NUM_RESAMPLES, workers: int = 1) -> MetaTestReport:
     device = resolve_device(cfg.run.device)
-    tests = load_tasks(cfg, "meta_test")
+    tests = load_split_records(cfg, "meta_test")
     if not tests:
         raise ConfigError("config key 'tasks.meta_test' lists no task; nothing to evaluate")
     ckpt = Path(checkpoint) if checkpoint else Path(cfg.meta.out) / "best.pt"
@@ -239,7 +225,7 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
             rows.append(_result_row(rec, m, scores[rec.task][m]))
             preds += _prediction_rows(rec, m, scores[rec.task][m])
             s = scores[rec.task][m][0]
-            scatter_svg(out / f"{rec.task}_{m}.svg", rec.best_acc.tolist(), s.tolist(),
+            scatter_plot(out / f"{rec.task}_{m}.svg", rec.label.tolist(), s.tolist(),
                         title=f"{rec.task} / {m}: Spearman {_f(rows[-1]['spearman'])}",
                         ylabel="predicted accuracy (%)" if m in predictors else f"{m} score",
                         highlight=int(rank_desc(s)[0]))
@@ -253,7 +239,7 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
     write_json(out / "stats.json", st)
     # the authors' summary beside ours: meta-valid and meta-test Spearman per method
     valid = [_result_row(rec, m, method_scores(m, rec, predictors, cfg))
-             for rec in load_tasks(cfg, "meta_valid", required=False) for m in names]
+             for rec in load_split_records(cfg, "meta_valid", required=False) for m in names]
     write_spearman_csv(spearman_csv_path(out, cfg.meta.out), valid, rows)
     return MetaTestReport(rows, st)
 
@@ -269,14 +255,14 @@ def _result_row(rec: TaskRecords, name: str, runs: np.ndarray) -> dict:
 def _prediction_rows(rec: TaskRecords, name: str, runs: np.ndarray) -> list[dict]:
     s = runs.mean(0)
     return [{"task": rec.task, "method": name, "net_index": rec.net_index[i], "arch": str(rec.archs[i]),
-             "score": float(s[i]), "true": float(rec.best_acc[i])} for i in range(len(rec))]
+             "score": float(s[i]), "true": float(rec.label[i])} for i in range(len(rec))]
 
 
 # --------------------------------------------------------------------------------------------- #
 # printing
 # --------------------------------------------------------------------------------------------- #
 
-def format_table(rows: list[dict]) -> str:
+def format_results(rows: list[dict]) -> str:
     """One line per method: Spearman per task, then the means over tasks of every metric."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     names = list(dict.fromkeys(r["method"] for r in rows))

@@ -24,7 +24,6 @@ so each map is equal to ``remapped_map``'s bit for bit; the tests check ``torch.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections import OrderedDict
 from typing import Hashable, Optional, Sequence
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 from .embed import pad_channels
 from .errors import ConfigError
 from .nets import ResNet
+from .parallel import process_pool
 from .remap import STRATEGIES, Step, TeacherSlices, remap_steps
 from .space import Arch
 
@@ -138,7 +138,6 @@ _WORKER: dict = {}
 
 
 def _worker_init(arch: dict, num_classes: int, strides: list, state: dict, noise: torch.Tensor) -> None:
-    torch.set_num_threads(1)
     teacher = ResNet(Arch.from_dict(arch), num_classes, strides)
     teacher.load_state_dict(state)
     _WORKER.update(teacher=teacher.eval(), noise=noise)
@@ -201,13 +200,10 @@ def remapped_maps_parallel(teacher: ResNet, archs: Sequence[Arch], noise: torch.
     # a few chunks per process: balance and a moving progress bar
     jobs = chunk_jobs(teacher, archs, min(len(archs), 4 * workers), strategy, stage, channels)
     outs: list[Optional[torch.Tensor]] = [None] * len(archs)
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=worker_initargs(teacher, noise)) as pool, \
+    with process_pool(workers, _worker_init, worker_initargs(teacher, noise)) as pool, \
             tqdm(total=len(archs), desc=desc, unit="cand", disable=not progress, dynamic_ncols=True) as bar:
         for ids, maps in pool.imap_unordered(_worker_chunk, jobs):
             for k, m in zip(ids, maps):
                 outs[k] = m
             bar.update(len(ids))
-        pool.close()   # a clean shutdown: the context manager's terminate() leaks the workers' semaphores
-        pool.join()
     return torch.stack(outs)

@@ -7,6 +7,7 @@ half-written file under its final name: we write to a temporary file in the same
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -38,6 +39,15 @@ def _atomic(path: str | os.PathLike, writer: Callable[[Any], None], mode: str = 
             pass
         raise
     return path
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file, read in chunks (large files never sit in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk_size), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -23,7 +23,7 @@ import yaml
 
 from .config import load_config
 from .errors import DassError
-from .io import atomic_write_text
+from .io import atomic_write_text, sha256_file
 
 NAME = "MANIFEST.json"
 # The config sections that determine a database's contents (the rest: where things go, how fast).
@@ -41,14 +41,6 @@ def config_fingerprint(config_path: str | Path) -> str:
         doc = yaml.safe_load(f) or {}
     part = {k: doc.get(k) for k in SECTIONS}
     return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def db_folder(cfg) -> Path:

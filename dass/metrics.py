@@ -1,15 +1,15 @@
-"""Ranking metrics between predicted and true accuracy (docs/method.md#evaluation).
+"""Ranking metrics between predicted and true accuracy (docs/method.md#evaluation): the one Spearman, the
+one ranking, the one "mean ± std" of the project.
 
-Spearman and Pearson as in the paper, plus Kendall.
+Spearman and Pearson as in the paper, plus Kendall. :func:`spearman_rows` is the only Spearman: ties get
+average ranks (``scipy.stats.rankdata``), and a constant side gives NaN (a constant baseline is a
+legitimate result to report, not an error). :func:`spearman` is its one-pair form.
 
-All functions take 1-D sequences (lists, numpy arrays or tensors) and return Python floats. A
-correlation is undefined when either side is constant; scipy then warns and returns NaN, and so do we
-(silently: a constant baseline is a legitimate result to report, not an error).
-
-``topk_true_acc(scores, acc, k)`` is the search-side view of a ranking: the best *true* accuracy
-among the ``k`` highest-scored students, i.e. what you get by distilling the top-k predicted students
-and keeping the best one. Ties in the score are broken by position (stable sort), so the result is
-deterministic.
+:func:`rank_desc` / :func:`rank_desc_rows` are the only rankings: highest score first, ties broken by
+position (lower index first), NaN scores last. The search's picks, the top-k figures and the plots'
+highlighted student all use them. ``topk_true_acc(scores, acc, k)`` is the search-side view of a ranking:
+the best *true* accuracy among the ``k`` highest-scored students, what distilling the top-k predicted
+students and keeping the best one gives.
 """
 from __future__ import annotations
 
@@ -40,8 +40,25 @@ def _corr(fn, x, y) -> float:
     return v
 
 
+def spearman_rows(x, y) -> np.ndarray:
+    """Spearman of each row pair of ``x`` and ``y`` (``B x n`` or 1-D; ties get average ranks); NaN where a
+    row is constant."""
+    rx = stats.rankdata(np.atleast_2d(np.asarray(x, dtype=np.float64)), axis=-1)
+    ry = stats.rankdata(np.atleast_2d(np.asarray(y, dtype=np.float64)), axis=-1)
+    rx -= rx.mean(-1, keepdims=True)
+    ry -= ry.mean(-1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
 def spearman(x, y) -> float:
-    return _corr(stats.spearmanr, x, y)
+    a, b = _np(x), _np(y)
+    if a.shape != b.shape:
+        raise ValueError(f"correlation needs two sequences of equal length, got {a.size} and {b.size}")
+    if a.size < 2:
+        return math.nan
+    return float(spearman_rows(a, b)[0])
 
 
 def pearson(x, y) -> float:
@@ -53,10 +70,17 @@ def kendall(x, y) -> float:
     return _corr(stats.kendalltau, x, y)
 
 
+def rank_desc_rows(scores) -> np.ndarray:
+    """Per row of ``B x n`` scores, the indices by decreasing score: ties by lower index, NaN last."""
+    s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    nan = np.isnan(s)
+    # lexsort is stable and sorts by its last key first: finite before NaN, then by decreasing score
+    return np.lexsort((np.where(nan, 0.0, -s), nan), axis=-1)
+
+
 def rank_desc(scores) -> np.ndarray:
-    """Indices ordered by decreasing score; ties keep their original order."""
-    s = _np(scores)
-    return np.argsort(-s, kind="stable")
+    """Indices ordered by decreasing score; ties by lower index, NaN last (:func:`rank_desc_rows`)."""
+    return rank_desc_rows(_np(scores))[0]
 
 
 def topk_true_acc(scores, acc, k: int) -> float:

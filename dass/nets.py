@@ -1,23 +1,21 @@
-"""The ResNet of docs/method.md#space for teachers and students, and strict checkpoint loading.
+"""The ResNet of docs/method.md#space for teachers and students, and strict state-dict loading.
 
 Layout (torchvision style, the authors' exact key names): ``conv1``/``bn1`` stem (3x3, stride 1, no
 max-pool), ``layer{1..4}.{b}.conv1/bn1/conv2/bn2`` BasicBlocks, global average pool, ``fc``.
-Shortcuts have no parameters: a stride-2 block max-pools the input 2x2, and a width change slices the
-first channels (narrower block) or zero-pads extra channels (wider block) -- the zero-pad is the
-paper's (docs/method.md#space); the slice is the project's choice for students whose block is narrower than its input.
+Shortcuts have no parameters: a stride-2 block max-pools the input 2x2, and a width change keeps the
+first channels (narrower block) or zero-pads extra channels (wider block), as the authors'
+``IdentityShortCut`` does (docs/method.md#space). Files are read by :mod:`dass.train.checkpoints`.
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CheckpointError
-from .io import safe_torch_load
 from .space import Arch
 
 
@@ -166,12 +164,3 @@ def extract_state_dict(obj, source: str) -> dict:
             return obj
     raise CheckpointError(f"{source}: not a model checkpoint (expected a dict with key 'state_dict'); "
                           f"check that the path points at model_best.pth.tar")
-
-
-def load_teacher(path: str | os.PathLike, arch: Arch, num_classes: int, strides: Sequence[int] = (1, 2, 2, 2),
-                 allow_pickle: bool = False, map_location: Optional[str | torch.device] = "cpu") -> ResNet:
-    """Build the teacher ResNet and load a checkpoint strictly (keys and shapes)."""
-    obj = safe_torch_load(path, allow_pickle=allow_pickle, what="teacher checkpoint", map_location=map_location)
-    model = ResNet(arch, num_classes, strides)
-    load_state_dict_strict(model, extract_state_dict(obj, str(path)), str(path))
-    return model

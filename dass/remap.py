@@ -12,9 +12,11 @@ Strategies (``kd.remap``):
   of each stage, every tensor sliced to every ``total // n``-th channel (the first ``n`` of them).
 - ``random``: no remapping; the student keeps its own Kaiming initialisation.
 
-The stem follows the first block's channel selection, BN running statistics are sliced with the
-affine parameters, and the classifier is the teacher's, sliced on its input dimension. Remapping the
-teacher into a teacher-shaped student is exact under every copy strategy.
+The stem's output channels are the first ones under ``copy_paste_first`` and the authors' ablations
+(``copy_paste_last``, ``copy_paste_uniform[_last]``: their KD code always takes the stem's first channels,
+whatever the first block takes), and follow the first block's selection under ``uniform``. BN running
+statistics are sliced with the affine parameters, and the classifier is the teacher's, sliced on its
+input dimension. Remapping the teacher into a teacher-shaped student is exact under every copy strategy.
 """
 from __future__ import annotations
 
@@ -57,6 +59,8 @@ _SELECT: dict[str, Callable[[int, int], torch.Tensor]] = {
 # ... and block selector, the same unless the authors' variants pair strided channels with first/last blocks
 _BLOCKS: dict[str, Callable[[int, int], torch.Tensor]] = {
     **_SELECT, "copy_paste_uniform": _first, "copy_paste_uniform_last": _last}
+# the strategies whose stem takes its first output channels whatever the blocks take (the authors' KD code)
+_STEM_FIRST = ("copy_paste_first", "copy_paste_last", "copy_paste_uniform", "copy_paste_uniform_last")
 
 
 Step = tuple   # ("stem", width, teacher_block) or (stage, block, teacher_block, width)
@@ -65,8 +69,8 @@ Step = tuple   # ("stem", width, teacher_block) or (stage, block, teacher_block,
 def remap_steps(teacher: ResNet, arch, strategy: str, stage: Optional[int] = None) -> tuple[Step, ...]:
     """How ``arch`` is cut out of ``teacher`` under a copy ``strategy``, up to stage ``stage`` (all: None).
 
-    ``("stem", w, tb)``: the stem at width ``w``, its channels chosen like the input of teacher block ``tb``
-    of stage 1 (the first block the student takes); then ``(s, b, tb, w)``: student block ``b`` of stage
+    ``("stem", w, tb)``: the stem at width ``w`` (its channels: the module docstring), ``tb`` being the first
+    teacher block of stage 1 the student takes; then ``(s, b, tb, w)``: student block ``b`` of stage
     ``s`` is teacher block ``tb`` sliced to width ``w``. Remapping, the functional embedding and the
     prefix-shared search path all follow these steps (docs/method.md#remap).
     """
@@ -103,21 +107,24 @@ class TeacherSlices:
 
     The one definition of a remapped student: :func:`remap` copies these slices into a student module,
     :func:`dass.embed.remapped_map` and :mod:`dass.fastembed` run :meth:`stem` / :meth:`block` on them.
-    A channel selection is keyed by ``(teacher channels, student channels)``; subclasses may cache the
-    slices (:mod:`dass.fastembed`) as long as they return the same tensors.
+    A channel selection is keyed by ``(teacher channels, student channels)``, plus ``True`` for the stem's
+    own selection (:meth:`idx`); subclasses may cache the slices (:mod:`dass.fastembed`) as long as they
+    return the same tensors.
     """
 
     def __init__(self, teacher: ResNet, strategy: str):
         if strategy not in _SELECT:
             raise ValueError(f"remapped slices need a copy strategy, got {strategy!r}; use one of {list(_SELECT)}")
         self.teacher, self.sel = teacher, _SELECT[strategy]
+        self.stem_sel = _first if strategy in _STEM_FIRST else self.sel
         self.device = teacher.conv1.weight.device
-        self._idx: dict[tuple[int, int], torch.Tensor] = {}
+        self._idx: dict[tuple, torch.Tensor] = {}
 
-    def idx(self, total: int, n: int) -> torch.Tensor:
-        key = (int(total), int(n))
+    def idx(self, total: int, n: int, stem: bool = False) -> torch.Tensor:
+        """The ``n`` channels of ``total`` a student keeps (the stem's output with ``stem``)."""
+        key = (int(total), int(n), bool(stem))
         if key not in self._idx:
-            self._idx[key] = self.sel(total, n).to(self.device)
+            self._idx[key] = (self.stem_sel if stem else self.sel)(total, n).to(self.device)
         return self._idx[key]
 
     def conv_weight(self, conv: nn.Conv2d, ok: tuple, ik: tuple) -> torch.Tensor:
@@ -134,7 +141,7 @@ class TeacherSlices:
 
     def stem_keys(self, step: Step) -> tuple[tuple, tuple]:
         _, width, first = step
-        return (self.teacher.layers[0][first].conv1.in_channels, width), (3, 3)
+        return (self.teacher.layers[0][first].conv1.in_channels, width, True), (3, 3)
 
     def block_keys(self, step: Step, cin: int) -> tuple[tuple, tuple]:
         s, _, tb, width = step

@@ -34,22 +34,23 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import Config, resolve_device
-from .data.tasks import load_task, make_loader
-from .db.build import stable_seed, task_dataset_features, teacher_record
+from .data.tasks import load_task
+from .db.inputs import task_dataset_features, teacher_record
 from .db.records import (TaskRecords, TeacherRecord, candidate_dict, candidate_file, dict_to_records,
                          load_teacher_record, nest_for_authors, net_samples_file, records_to_dict, save_teacher_record,
                          search_dir, teacher_file, teacher_record_dict)
 from .embed import noise_input, student_map
 from .errors import ConfigError, DassError, DataError
 from .fastembed import auto_workers, remapped_maps_parallel
-from .io import atomic_torch_save, atomic_write_text, read_authors_yaml, safe_torch_load, write_csv
+from .io import atomic_torch_save, atomic_write_text, read_authors_yaml, read_json, safe_torch_load, write_csv, write_json
 from .layout import config_layout
-from .predictor.meta import load_predictor, predict, reset_inner_lrs
-from .predictor.methods import get, score, variant_config
+from .seeds import stable_seed
+from .metrics import rank_desc
+from .predictor.checkpoint import LoadedPredictor, load_predictor
+from .predictor.methods import get, run_config, score
 from .space import Arch, SearchSpace
 from .students import arch_from_entry
-from .train.engine import evaluate
-from .train.teachers import ensure_teacher, load_teacher_file
+from .train.teachers import ensure_teacher, load_user_teacher
 
 # --------------------------------------------------------------------------------------------- #
 # candidate pools (written by build-db, read by the search)
@@ -185,6 +186,7 @@ class SearchResult:
     scores: torch.Tensor        # N, predicted accuracy (percent) for DaSS; a score for baselines
     allowed: torch.Tensor       # N bool: inside the budgets
     ranking: list[int]          # candidate indices, best first, budget applied
+    teacher_path: Optional[str] = None   # the user's teacher the pool was embedded with (None: the task's own)
 
     @property
     def best(self) -> int:
@@ -208,13 +210,11 @@ def budget_mask(records: TaskRecords, max_macs: float = 0.0, max_params: float =
 
 
 def rank(scores: torch.Tensor, allowed: torch.Tensor) -> list[int]:
-    """Indices inside the budget, best score first (ties broken by index, so deterministic)."""
+    """Indices inside the budget, best score first, with :func:`dass.metrics.rank_desc`'s tie rule."""
     idx = torch.nonzero(allowed).flatten()
     if idx.numel() == 0:
         raise DassError("no candidate fits the MACs/params budget; raise search.max_macs / search.max_params")
-    s = scores[idx]
-    order = sorted(range(len(idx)), key=lambda i: (-float(s[i]), int(idx[i])))
-    return [int(idx[i]) for i in order]
+    return [int(idx[i]) for i in rank_desc(scores[idx])]
 
 
 def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] = None,
@@ -229,33 +229,35 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
 
     device = device or resolve_device(cfg.run.device)
     data = load_task(task, cfg)
-    if teacher_path is not None:
-        teacher = load_teacher_file(cfg, teacher_path, data.num_classes, device, require_acc=False)[0]
-        if teacher_acc is None:  # the support label is the teacher's own test accuracy
-            teacher_acc, _ = evaluate(teacher, make_loader(data, cfg, "test", 256, device=device), device)
+    if teacher_path is not None:   # the support label is the teacher's own test accuracy
+        teacher, teacher_acc = load_user_teacher(cfg, teacher_path, data, device, teacher_acc)
     else:
         teacher, teacher_acc = ensure_teacher(cfg, task, data, device, True, progress)
     return candidate_records(cfg, task, teacher, float(teacher_acc), candidate_archs(cfg), data.num_classes,
                              device, progress, task_dataset_features(cfg, data))
 
 
+def method_predictor(cfg, method: str, checkpoint: Optional[str] = None, device="cpu") -> Optional[LoadedPredictor]:
+    """The predictor a trained method scores with in the search: ``checkpoint``, else the method's own run
+    (``<meta.out>/best.pt`` for DaSS, ``<meta.out>/baselines/<name>/best.pt`` for a trained baseline), with
+    its inner rates reset when ``search.inner_lr=initial`` (the authors' search). None for a proxy."""
+    if not get(method).trained:
+        return None
+    ckpt = Path(checkpoint) if checkpoint else Path(run_config(cfg, method).meta.out) / "best.pt"
+    if not ckpt.is_file():
+        how = "main.py meta-train" if method == "dass" else f"main.py meta-test --baselines {method}"
+        raise ConfigError(f"search --method {method}: no predictor at {ckpt}; run {how} first (it meta-trains it) "
+                          f"or pass --checkpoint")
+    pred = load_predictor(ckpt, device, cfg.run.allow_legacy_pickle)
+    return pred.with_initial_inner_lrs() if cfg.search.inner_lr == "initial" else pred
+
+
 def score_candidates(cfg: Config, records: TaskRecords, method: str = "dass",
                      checkpoint: Optional[str] = None, device=None) -> torch.Tensor:
-    """DaSS scores (predicted KD accuracy after teacher-guided adaptation) or a baseline's scores."""
-    if method == "dass":
-        ckpt = checkpoint or str(Path(cfg.meta.out) / "best.pt")
-        model, lrs, _ = load_predictor(ckpt, device or "cpu")
-        if cfg.search.inner_lr == "initial":
-            lrs = reset_inner_lrs(lrs, cfg.meta.inner_lr_init)
-        return predict(model, lrs, records, adapt=cfg.meta.adapt, cfg=cfg).detach().cpu().float().flatten()
-
-    if get(method).trained:   # a trained baseline: the predictor meta-test trained for it
-        ckpt = checkpoint or str(Path(variant_config(cfg, method).meta.out) / "best.pt")
-        if not Path(ckpt).is_file():
-            raise ConfigError(f"search --method {method}: no predictor at {ckpt}; run main.py meta-test "
-                              f"--baselines {method} first (it meta-trains it) or pass --checkpoint")
-        return score(method, records, checkpoint=ckpt, device=device or "cpu").detach().cpu().float().flatten()
-    return score(method, records, seed=cfg.run.seed).detach().cpu().float()
+    """Every candidate's score under ``method``, through the registry (:func:`dass.predictor.methods.score`),
+    the same call meta-test makes: predicted KD accuracy for a trained method, a proxy's score otherwise."""
+    pred = method_predictor(cfg, method, checkpoint, device or "cpu")
+    return score(method, records, predictor=pred, seed=cfg.run.seed).detach().cpu().double().flatten()
 
 
 def run_search(cfg: Config, task: str, method: Optional[str] = None, checkpoint: Optional[str] = None,
@@ -268,7 +270,8 @@ def run_search(cfg: Config, task: str, method: Optional[str] = None, checkpoint:
     if scores.shape != (len(records),):
         raise DassError(f"method {method} returned {tuple(scores.shape)} scores for {len(records)} candidates")
     allowed = budget_mask(records, cfg.search.max_macs, cfg.search.max_params)
-    res = SearchResult(task, method, records, scores, allowed, rank(scores, allowed))
+    res = SearchResult(task, method, records, scores, allowed, rank(scores, allowed),
+                       str(Path(teacher_path).resolve()) if teacher_path is not None else None)
     if write:
         write_search(cfg, res)
     return res
@@ -285,6 +288,11 @@ def write_search(cfg: Config, res: SearchResult) -> Path:
                      "channel_widths": [list(w) for w in a.widths]})
     write_csv(out / f"{res.task}_scores.csv", rows)
     atomic_torch_save([a.to_dict() for a in res.records.archs], out / f"{res.task}_candidates.pt")
+    # which teacher this search adapted on, so `kd --from-search` distils from the same one
+    teacher = res.records.teacher
+    write_json(out / f"{res.task}_search.json", {
+        "task": res.task, "method": res.method, "index": res.records.net_index[res.best],
+        "teacher": res.teacher_path, "teacher_acc": None if teacher is None else float(teacher.acc)})
 
     sync_net_samples(cfg, net_samples_of(res.records), strict=False)  # where the authors' KD looks
     return update_obtained_index(out, res.task, res.method, res.records.net_index[res.best])
@@ -314,6 +322,17 @@ def format_top(res: SearchResult, k: int) -> str:
 # --------------------------------------------------------------------------------------------- #
 # reading a finished search: the student ``kd --from-search`` distils
 # --------------------------------------------------------------------------------------------- #
+
+def searched_teacher(cfg, task: str, acc: Optional[float] = None) -> tuple[Optional[str], Optional[float]]:
+    """``(path, accuracy)`` of the user's teacher the last search of ``task`` adapted on (``None`` path: the
+    task's own teacher under ``run.checkpoint_dir``); ``acc``, when given, overrides the recorded accuracy."""
+    p = Path(cfg.search.out) / f"{task}_search.json"
+    rec = read_json(p, what="search summary") if p.is_file() else {}
+    path = rec.get("teacher") if isinstance(rec, dict) else None
+    if path is not None and not Path(path).is_file():
+        raise DataError(f"search summary {p} names the teacher {path}, which no longer exists; pass --teacher")
+    return path, acc if acc is not None or path is None else rec.get("teacher_acc")
+
 
 def arch_from_search(cfg, task: str, method: str) -> tuple[Arch, int]:
     """The searched student of ``task`` by ``method`` (contract in the module docstring)."""

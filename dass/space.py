@@ -100,7 +100,11 @@ def _as_rng(rng: RNG) -> np.random.Generator:
 
 
 class SearchSpace:
-    """A configurable ResNet student space (docs/method.md#space). ``SearchSpace()`` is the paper's space."""
+    """A configurable ResNet student space (docs/method.md#space).
+
+    ``SearchSpace()`` has the paper's widths, depths, multipliers and image size with every block free; the
+    paper's students also end at full width (``last_block_full_width=True``, as ``SearchSpace.from_config``
+    of the built-in defaults gives)."""
 
     def __init__(self, stage_widths: Sequence[int] = (32, 64, 128, 256),
                  stage_strides: Sequence[int] = (1, 2, 2, 2), max_depth: int = 5, min_depth: int = 1,

@@ -20,7 +20,7 @@ def _round(v: float) -> float:
     return round(float(v), 3) if v is not None and not math.isnan(float(v)) else float("nan")
 
 
-def spearman_rows(valid: list[dict], test: list[dict]) -> list[dict]:
+def summary_rows(valid: list[dict], test: list[dict]) -> list[dict]:
     """Rows ``{'': method, 'va_..._spearmanr': rho, ...}`` from per-(task, method) result rows."""
     out = []
     for method in dict.fromkeys(r["method"] for r in test):
@@ -42,4 +42,4 @@ def spearman_csv_path(out_dir: str | os.PathLike, meta_out: str | os.PathLike) -
 
 
 def write_spearman_csv(path: str | os.PathLike, valid: list[dict], test: list[dict]) -> Path:
-    return write_csv(path, spearman_rows(valid, test))
+    return write_csv(path, summary_rows(valid, test))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-from scipy import stats
+from .metrics import rank_desc_rows, spearman_rows
 
 LEVEL = 0.95
 NUM_RESAMPLES = 2000
@@ -30,18 +30,6 @@ NUM_RESAMPLES = 2000
 
 def as_rows(a: np.ndarray) -> np.ndarray:
     return np.atleast_2d(np.asarray(a, dtype=np.float64))
-
-
-def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman of each row pair of ``x`` and ``y`` (``B x n``; ties get average ranks); NaN where a row is
-    constant."""
-    rx = stats.rankdata(as_rows(x), axis=-1)
-    ry = stats.rankdata(as_rows(y), axis=-1)
-    rx -= rx.mean(-1, keepdims=True)
-    ry -= ry.mean(-1, keepdims=True)
-    den = np.sqrt((rx * rx).sum(-1) * (ry * ry).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (rx * ry).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
 
 
 def resample_indices(n: int, num: int, rng: np.random.Generator) -> np.ndarray:
@@ -169,10 +157,10 @@ def noise_ceiling(per_seed) -> dict:
 def topk_rows(scores: np.ndarray, truth: np.ndarray, within: np.ndarray, k: int) -> np.ndarray:
     """Best true accuracy among the ``k`` highest-scored students inside the budget, per resample row.
 
-    ``scores``, ``truth`` and ``within`` are ``B x n`` (resampled); ties keep their order.
+    ``scores``, ``truth`` and ``within`` are ``B x n`` (resampled); ranked by :func:`dass.metrics.rank_desc_rows`.
     """
     s = np.where(within, scores, -np.inf)
-    order = np.argsort(-s, axis=-1, kind="stable")[:, :k]
+    order = rank_desc_rows(s)[:, :k]
     picked = np.take_along_axis(truth, order, -1)
     ok = np.take_along_axis(within, order, -1)
     best = np.where(ok, picked, -np.inf).max(-1)

@@ -10,12 +10,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-# Re-install only when the requirement files changed (hash stamp inside the venv).
-HASH="$(cat "$ROOT"/requirements*.txt "$REQ" | sha256sum | cut -c1-16)"
+# Re-install only when the requirement files or the package metadata changed (hash stamp inside the venv).
+HASH="$(cat "$ROOT"/requirements*.txt "$REQ" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
 STAMP="$VENV/.dass-req-$(basename "$REQ")-$HASH"
 if [ ! -f "$STAMP" ]; then
-  echo "[setup] installing $(basename "$REQ") into $VENV" >&2
+  echo "[setup] installing $(basename "$REQ") and the dass package (editable) into $VENV" >&2
   "$PY" -m pip install -q --disable-pip-version-check -r "$REQ"
+  # the package itself, editable: `dass` on the PATH of the venv, imports without touching sys.path
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
   rm -f "$VENV"/.dass-req-"$(basename "$REQ")"-*
   touch "$STAMP"
 fi

@@ -21,7 +21,7 @@ MAIN = ROOT / "main.py"
 
 # One thread everywhere: CPU results are bit-identical across processes only at a fixed thread count,
 # and the test machine is shared.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ENV.pop("DASS_MIRROR", None)
 
 
@@ -44,17 +44,18 @@ def tiny_config(tmp: Path, data_root: Path, **sections) -> dict:
     """The tiny configuration as a dict (sections are merged over the defaults given here)."""
     tmp = Path(tmp)
     cfg = {
+        # the fixture keeps the last block free and the settings below fixed, whatever the built-in defaults
         "space": {"stage_widths": [4, 8, 8, 16], "max_depth": 2, "width_multipliers": [0.5, 1.0],
-                  "image_size": 8},
-        "data": {"root": str(data_root), "crop_padding": 1},
+                  "image_size": 8, "last_block_full_width": False},
+        "data": {"root": str(data_root), "crop_padding": 1, "test_drop_last": False},
         "tasks": {"meta_train": ["toy-0"], "meta_valid": ["toy-1"], "meta_test": ["toy-2"]},
         "teacher": {"epochs": 1, "batch_size": 16, "eval_every": 1},
         "kd": {"epochs": 1, "batch_size": 16, "eval_every": 1},
         "train": {"num_threads": 1},
-        "db": {"out": str(tmp / "db"), "num_students": 3, "num_candidates": 4},
+        "db": {"out": str(tmp / "db"), "num_students": 3, "num_students_meta_test": 0, "num_candidates": 4},
         "predictor": {"dataset_samples_per_class": 2, "dataset_feature_dim": 8},
-        "meta": {"out": str(tmp / "meta"), "n_query": 2},
-        "search": {"out": str(tmp / "search")},
+        "meta": {"out": str(tmp / "meta"), "n_query": 2, "seed": 0},
+        "search": {"out": str(tmp / "search"), "inner_lr": "learned"},
         "run": {"device": "cpu", "checkpoint_dir": str(tmp / "ckpt"), "out_dir": str(tmp / "runs")},
     }
     for sec, vals in sections.items():

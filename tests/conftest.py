@@ -1,18 +1,13 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+# The package is imported as installed (script/test.sh installs it editable): no sys.path patching.
+# The markers (gpu, slow) are declared in pyproject.toml.
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
-    config.addinivalue_line("markers", "slow: long-running end-to-end test")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,7 +9,7 @@ from dass.config import load_config
 from dass.errors import ConfigError, DataError
 from dass.metrics import kendall, pearson, rank_desc, spearman, topk_true_acc
 from dass.predictor.baselines import diswot_score
-from dass.predictor.meta import evaluate_task
+from dass.predictor.inference import evaluate_task
 from dass.predictor.methods import available as all_methods
 from dass.predictor.methods import score, trained_variants, variant_config
 from dass.testing import make_task
@@ -83,7 +83,7 @@ def test_diswot_identical_map_scores_maximal(rec):
     assert float(diswot_score(narrow, t)[0]) < -1e-3
     rec2 = rec.subset(range(len(rec)))
     rec2.fmaps = maps
-    assert torch.allclose(score("diswot", rec2), s)
+    assert torch.allclose(score("diswot", rec2), s.double())
     with pytest.raises(DataError):
         diswot_score(maps[:, :-1], t)
 

@@ -61,7 +61,7 @@ def test_select_predictor_scores_candidates_on_meta_valid_for_dass_and_a_baselin
     conf.write_text(yaml.safe_dump(to_dict(cfg)))
     for method in ("dass", "metad2a"):
         r = subprocess.run([sys.executable, str(ROOT / "bench" / "select_predictor.py"), "--config", str(conf),
-                            "--seeds", "0", "--only", "base,target-normalised", "--method", method,
+                            "--meta-seeds", "0", "--only", "base,target-normalised", "--method", method,
                             "--out", str(tmp_path / "select")], cwd=tmp_path, env=ENV, capture_output=True,
                            text=True, timeout=600)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dass.config import load_config
-from dass.data.tasks import (COMPLETE_MARKER, TaskData, first_per_class, load_task, make_loader, task_names,
+from dass.data.tasks import (COMPLETE_MARKER, TaskData, first_per_class, known_tasks, load_task, make_loader,
                              validate_arrays)
-from dass.errors import DataError
+from dass.errors import ConfigError, DataError
 
 
 def cfg_for(root, *overrides):
@@ -291,7 +291,13 @@ def test_make_loader_shapes_ranges_and_resize(tmp_path):
     x, y = batches[0]
     assert x.shape == (16, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.long
     assert x.min() >= -1.0 and x.max() <= 1.0    # mean 0.5 / std 0.5
-    assert len(list(make_loader(_task(), cfg, "test", batch_size=4))) == 3    # keeps the partial batch
+    # evaluation loaders drop the last partial batch, as the authors' do (the paper's default) ...
+    assert len(list(make_loader(_task(), cfg, "test", batch_size=4))) == 2
+    assert sum(len(y) for _, y in make_loader(_task(), cfg, "test", batch_size=4)) == 8
+    # ... or keep it (data.test_drop_last=false)
+    assert len(list(make_loader(_task(), cfg_for(tmp_path, "data.test_drop_last=false"), "test", batch_size=4))) == 3
+    with pytest.raises(ConfigError, match="fewer than one evaluation batch.*data.test_drop_last=false"):
+        make_loader(_task(), cfg, "test", batch_size=16)
 
 
 def test_make_loader_test_split_is_ordered_and_unaugmented(tmp_path):
@@ -345,13 +351,11 @@ def test_make_loader_bad_split(tmp_path):
         make_loader(_task(), cfg_for(tmp_path), "valid", batch_size=4)
 
 
-def test_task_names():
-    names = task_names(load_config(None))
-    assert names["meta_train"] == [f"tiny_imagenet-{k}" for k in range(8)]
-    assert names["meta_valid"] == ["tiny_imagenet-8", "tiny_imagenet-9"]
-    assert names["meta_test"] == ["cub", "dtd", "quickdraw", "stanford_cars"]
-    demo = task_names(load_config(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"))
-    assert demo["meta_test"] == ["synth-8", "synth-9", "digits"] and len(demo["meta_train"]) == 6
+def test_known_tasks_of_the_paper_and_demo_configs():
+    assert known_tasks(load_config(None)) == ([f"tiny_imagenet-{k}" for k in range(10)]
+                                              + ["cub", "dtd", "quickdraw", "stanford_cars"])
+    demo = load_config(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
+    assert known_tasks(demo) == [f"synth-{k}" for k in range(10)] + ["digits"]
 
 
 def test_crop_flip_with_given_draws():

@@ -23,7 +23,9 @@ def tiny_cfg(data_root, out, ckpt, **over):
          "space.image_size=8", "data.crop_padding=1", "tasks.meta_train=[toy-0]", "tasks.meta_valid=[toy-1]",
          "tasks.meta_test=[toy-2]", "teacher.epochs=1", "teacher.batch_size=16", "kd.epochs=1",
          "kd.batch_size=16", "kd.eval_every=1", "teacher.eval_every=1", "db.num_students=3", "meta.n_query=2",
-         "db.num_candidates=4", "predictor.dataset_samples_per_class=2", "predictor.dataset_feature_dim=8"]
+         "db.num_candidates=4", "predictor.dataset_samples_per_class=2", "predictor.dataset_feature_dim=8",
+         # the fixture keeps these as they were before the built-in defaults became the paper's
+         "db.num_students_meta_test=0", "space.last_block_full_width=false", "data.test_drop_last=false"]
     o += [f"{k}={v}" for k, v in over.items()]
     return load_config(None, o)
 
@@ -263,10 +265,14 @@ def test_multi_seed_items_are_not_mixed_with_single_seed_ones(reference, data_ro
 
 def test_fingerprint_unchanged_while_last_block_full_width_is_off():
     """A pinned fingerprint: a change invalidates every build's finished items, so it changes only on
-    purpose (last: the data and precision sections joined it). Turning last_block_full_width on changes it."""
+    purpose (last: data.test_drop_last joined the data section, which changes the recorded accuracies, and the
+    informationless embed.pad left; before: the data and precision sections joined it). Turning
+    last_block_full_width on changes it."""
     from dass.space import Arch
 
     arch = Arch([1, 1, 1, 1], [[32], [64], [128], [256]])
-    assert db.fingerprint(load_config(None, []), "cub", 3, arch) == "d2a7daea0b20cc30d964"
-    on = load_config(None, ["space.last_block_full_width=true"])
-    assert db.fingerprint(on, "cub", 3, arch) != "d2a7daea0b20cc30d964"
+    off = load_config(None, ["space.last_block_full_width=false"])
+    assert db.fingerprint(off, "cub", 3, arch) == "6e6fb2bb9452aea19442"
+    assert db.fingerprint(load_config(None, []), "cub", 3, arch) != "6e6fb2bb9452aea19442"   # the default: on
+    every_image = load_config(None, ["space.last_block_full_width=false", "data.test_drop_last=false"])
+    assert db.fingerprint(every_image, "cub", 3, arch) != "6e6fb2bb9452aea19442"

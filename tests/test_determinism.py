@@ -65,12 +65,15 @@ def _meta_cfg(tmp, *extra):
 
 
 def _train_and_predict(cfg):
-    from dass.predictor.meta import MetaTrainer, load_predictor, load_tasks, predict
+    from dass.db.records import load_split_records
+    from dass.predictor.checkpoint import load_predictor
+    from dass.predictor.inference import predict
+    from dass.predictor.trainer import MetaTrainer
 
-    train, valid, test = (load_tasks(cfg, m) for m in ("meta_train", "meta_valid", "meta_test"))
+    train, valid, test = (load_split_records(cfg, m) for m in ("meta_train", "meta_valid", "meta_test"))
     s = MetaTrainer(cfg, train, valid, test, cfg.meta.out, "cpu", progress=False).run()
-    model, lrs, _ = load_predictor(s["checkpoint"])
-    return {r.task: predict(model, lrs, r, adapt=True, cfg=cfg) for r in test}, model
+    pred = load_predictor(s["checkpoint"])
+    return {r.task: predict(pred, r) for r in test}, pred.model
 
 
 def test_predictor_outputs_are_bit_identical_for_the_same_seed(tmp_path, one_thread):
@@ -92,15 +95,18 @@ def test_predictor_outputs_are_bit_identical_for_the_same_seed(tmp_path, one_thr
 
 def test_prediction_does_not_depend_on_batching_or_repetition(tmp_path):
     """Scoring a pool in chunks (as a search over many candidates does) gives the same numbers."""
-    from dass.predictor.meta import build_predictor, init_inner_lrs, predict
+    from dass.predictor.checkpoint import LoadedPredictor, settings_of
+    from dass.predictor.inference import predict
+    from dass.predictor.inner import init_inner_lrs
+    from dass.predictor.trainer import build_predictor
     from dass.testing import fixture_db_for_config
 
     cfg = _meta_cfg(tmp_path)
     rec = fixture_db_for_config(cfg)["meta_test"][0]
     model = build_predictor(cfg, rec)
-    lrs = init_inner_lrs(model, 0.005)
-    full = predict(model, lrs, rec, adapt=True, cfg=cfg)
-    again = predict(model, lrs, rec, adapt=True, cfg=cfg)
+    pred = LoadedPredictor(model, init_inner_lrs(model, 0.005), settings_of(cfg))
+    full = predict(pred, rec)
+    again = predict(pred, rec)
     assert torch.equal(full, again)
-    chunked = predict(model, lrs, rec, adapt=True, cfg=cfg, batch_size=5)
+    chunked = predict(pred, rec, batch_size=5)
     torch.testing.assert_close(chunked, full, rtol=1e-6, atol=1e-5)

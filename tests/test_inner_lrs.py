@@ -3,7 +3,10 @@ import pytest
 import torch
 from test_meta import small_cfg
 
-from dass.predictor.meta import MetaTrainer, load_predictor, load_tasks, predict, reset_inner_lrs
+from dass.db.records import load_split_records
+from dass.predictor.checkpoint import load_predictor
+from dass.predictor.inference import predict
+from dass.predictor.trainer import MetaTrainer
 from dass.search import score_candidates
 from dass.testing import fixture_db_for_config
 
@@ -14,7 +17,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("inner")
     cfg = small_cfg(tmp, "meta.episodes=6", "meta.eval_every=3")
     fixture_db_for_config(cfg)
-    splits = [load_tasks(cfg, m) for m in ("meta_train", "meta_valid", "meta_test")]
+    splits = [load_split_records(cfg, m) for m in ("meta_train", "meta_valid", "meta_test")]
     s = MetaTrainer(cfg, *splits, cfg.meta.out, "cpu", progress=False).run()
     return tmp, cfg, splits, s["checkpoint"]
 
@@ -22,13 +25,14 @@ def trained(tmp_path_factory):
 def test_search_adapts_with_learned_or_initial_inner_rates(trained):
     tmp, cfg, (_, _, test), ckpt = trained
     rec = test[0]
-    model, lrs, _ = load_predictor(ckpt)
-    assert any(not torch.allclose(v, torch.full_like(v, 0.005)) for v in lrs.values())   # they were learned
+    pred = load_predictor(ckpt)
+    assert any(not torch.allclose(v, torch.full_like(v, 0.005)) for v in pred.inner_lrs.values())   # learned
     learned = score_candidates(cfg, rec, "dass", ckpt)
     initial = score_candidates(small_cfg(tmp, "search.inner_lr=initial"), rec, "dass", ckpt)
     assert not torch.allclose(learned, initial)
-    assert torch.equal(learned, predict(model, lrs, rec, cfg=cfg))                   # meta-test's prediction
-    assert torch.equal(initial, predict(model, reset_inner_lrs(lrs, 0.005), rec, cfg=cfg))
+    assert torch.equal(learned, predict(pred, rec).double())                          # meta-test's prediction
+    assert torch.equal(initial, predict(pred.with_initial_inner_lrs(), rec).double())
+    assert all(torch.equal(v, torch.full_like(v, 0.005)) for v in pred.with_initial_inner_lrs().inner_lrs.values())
 
 
 def test_fixed_scalar_inner_rate_is_not_learned(trained):
@@ -38,8 +42,8 @@ def test_fixed_scalar_inner_rate_is_not_learned(trained):
     t = MetaTrainer(cfg, *splits, cfg.meta.out, "cpu", progress=False)
     assert all(not v.requires_grad for v in t.inner_lrs.values())
     s = t.run()
-    _, lrs, _ = load_predictor(s["checkpoint"])
+    lrs = load_predictor(s["checkpoint"]).inner_lrs
     assert all(torch.equal(v, torch.full_like(v, 0.005)) for v in lrs.values())
-    meta_sgd, _, _ = load_predictor(ckpt)
-    fixed, _, _ = load_predictor(s["checkpoint"])
+    meta_sgd = load_predictor(ckpt).model
+    fixed = load_predictor(s["checkpoint"]).model
     assert any(not torch.equal(a, b) for a, b in zip(meta_sgd.state_dict().values(), fixed.state_dict().values()))

@@ -136,12 +136,13 @@ def test_finished_predictor_is_reused_only_for_its_layout(built, tmp_path):
     import copy
     import shutil
 
-    from dass.predictor.meta import load_tasks, train_or_reuse
+    from dass.db.records import load_split_records
+    from dass.predictor.trainer import train_or_reuse
 
     conf, cfg = built
     shutil.copytree(cfg.meta.out, tmp_path / "meta")
     cfg = load_config(conf, [f"meta.out={tmp_path / 'meta'}"])
-    tasks = [load_tasks(cfg, m) for m in ("meta_train", "meta_valid", "meta_test")]
+    tasks = [load_split_records(cfg, m) for m in ("meta_train", "meta_valid", "meta_test")]
     best = train_or_reuse(cfg, *tasks, "cpu", progress=False)
     before = best.read_bytes()
     assert train_or_reuse(cfg, *tasks, "cpu", progress=False) == best and best.read_bytes() == before
@@ -157,12 +158,13 @@ def test_finished_predictor_is_not_reused_for_a_rebuilt_database(built, tmp_path
     """Same config, same layout, other labels (a database rebuilt with other content): train again."""
     import shutil
 
-    from dass.predictor.meta import load_tasks, train_or_reuse
+    from dass.db.records import load_split_records
+    from dass.predictor.trainer import train_or_reuse
 
     conf, cfg = built
     shutil.copytree(cfg.meta.out, tmp_path / "meta")
     cfg = load_config(conf, [f"meta.out={tmp_path / 'meta'}"])
-    tasks = [load_tasks(cfg, m) for m in ("meta_train", "meta_valid", "meta_test")]
+    tasks = [load_split_records(cfg, m) for m in ("meta_train", "meta_valid", "meta_test")]
     best = tmp_path / "meta" / "best.pt"
     last = best.parent / "last.pt"
     train_or_reuse(cfg, *tasks, "cpu", progress=False)

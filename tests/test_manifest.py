@@ -10,6 +10,7 @@ from dass import manifest
 from dass.config import load_config
 from dass.db.records import MODES, load_records
 from dass.errors import DassError
+from dass.io import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "configs" / "bench.yaml"
@@ -94,19 +95,21 @@ def test_committed_benchmark_labels_are_reproduced_by_the_current_code(tmp_path)
     get the committed maps and per-seed labels: the records and the code that reads them agree."""
     import torch
 
-    from dass.data import synthetic as syn
+    from dass.data import generate as gen
+    from dass.data.tasks import write_task
+    from dass.train.teachers import probe_teacher_accuracy
     from dass.db import build as db
 
     cfg = load_config(BENCH, [f"data.root={tmp_path / 'data'}", f"db.out={tmp_path / 'db' / 'preprocessed'}",
                               f"run.checkpoint_dir={ROOT / 'bench' / 'db' / 'checkpoint'}", "tasks.meta_train=[]",
                               "tasks.meta_valid=[]", "tasks.meta_test=[synth-28]", "db.num_students_meta_test=2"])
-    arrays = syn.make_learnable_task(cfg, 28)          # the probe trains synth-28's teacher once more (~4 s)
+    arrays = gen.make_task_arrays(cfg, "synth-28", probe_teacher_accuracy)   # the probe trains its teacher (~4 s)
     assert arrays["meta"]["probe"]["x_chance"] >= cfg.data.synthetic_min_x_chance
-    syn.write_task(tmp_path / "data" / "synth-28", arrays, {"test": True})
+    write_task(tmp_path / "data" / "synth-28", arrays, {"test": True})
     teacher = ROOT / "bench" / "db" / "checkpoint" / "teacher" / "synth-28" / "model_best.pth.tar"
-    before = manifest.sha256_file(teacher)
+    before = sha256_file(teacher)
     db.build(cfg, ["meta_test"], progress=False, log=lambda s: None)
-    assert manifest.sha256_file(teacher) == before                       # the released teacher is read only
+    assert sha256_file(teacher) == before                       # the released teacher is read only
     new = load_records(cfg.db.out, "meta_test", "synth-28")
     ref = load_records(load_config(BENCH).db.out, "meta_test", "synth-28")
     assert new.archs == ref.archs[:2]
@@ -121,9 +124,9 @@ def test_report_of_the_committed_database_changes_nothing(tmp_path, capsys):
 
     src = ROOT / "bench" / "db"
     shutil.copytree(src / "preprocessed", tmp_path / "preprocessed", ignore=shutil.ignore_patterns("_work"))
-    before = {p: manifest.sha256_file(p) for p in (tmp_path / "preprocessed").rglob("*") if p.is_file()}
+    before = {p: sha256_file(p) for p in (tmp_path / "preprocessed").rglob("*") if p.is_file()}
     assert main(["build-db", "--config", str(BENCH), "--report", f"db.out={tmp_path / 'preprocessed'}"]) == 0
     out = capsys.readouterr().out
     assert "task family: 12 of 32 tasks" in out and "(passes" in out and "Kendall tau" in out
     assert "digits    150       94.06        9.41" in out             # chance from the stored dataset features
-    assert {p: manifest.sha256_file(p) for p in (tmp_path / "preprocessed").rglob("*") if p.is_file()} == before
+    assert {p: sha256_file(p) for p in (tmp_path / "preprocessed").rglob("*") if p.is_file()} == before

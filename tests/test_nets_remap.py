@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from dass.errors import ArchError, CheckpointError
-from dass.nets import ResNet, load_teacher
+from dass.nets import ResNet
+from dass.train.checkpoints import load_model_checkpoint
 from dass.remap import STRATEGIES, remap, remapped_student
 from dass.space import Arch, SearchSpace
 
@@ -95,6 +96,11 @@ def test_remap_errors(teacher):
     small_t = ResNet(Arch([1, 1, 1, 1], [[16], [32], [64], [128]]), 10)
     with pytest.raises(ArchError, match="deeper|wider"):
         remap(small_t, ResNet(PAPER.teacher(), 10))
+
+
+def load_teacher(path, arch, num_classes):
+    """The one model loader (dass.train.checkpoints), as a user's teacher without a recorded accuracy."""
+    return load_model_checkpoint(path, arch, num_classes, require_acc=False)[0]
 
 
 def test_load_teacher_roundtrip(tmp_path, teacher):

@@ -5,7 +5,7 @@ import matplotlib.image
 import pytest
 
 from dass.errors import DassError
-from dass.plots import POINTS_GID, TOP1_GID, scatter_plot, scatter_svg
+from dass.plots import POINTS_GID, TOP1_GID, scatter_plot
 
 
 def marker_counts(svg_path):
@@ -19,7 +19,7 @@ def marker_counts(svg_path):
 
 
 def test_svg_has_one_marker_per_finite_point_and_the_pick_apart(tmp_path):
-    p = scatter_svg(tmp_path / "a.svg", [50, 60, 70, float("nan")], [1, 2, 3, 4], title="a <&> b", highlight=2)
+    p = scatter_plot(tmp_path / "a.svg", [50, 60, 70, float("nan")], [1, 2, 3, 4], title="a <&> b", highlight=2)
     counts, text = marker_counts(p)
     assert counts == {POINTS_GID: 2, TOP1_GID: 1}
     assert "a <&> b" in text and "true accuracy (%)" in text

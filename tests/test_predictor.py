@@ -9,7 +9,8 @@ import torch
 from dass.config import PredictorConfig
 from dass.errors import ConfigError, DataError
 from dass.predictor.model import Predictor
-from dass.predictor.set_encoder import MAB, DatasetEncoder, dataset_features, image_features
+from dass.data.features import dataset_features, image_features
+from dass.predictor.set_encoder import MAB, DatasetEncoder
 
 C, H, E, FD = 6, 2, 7, 10
 

@@ -14,7 +14,7 @@ from dass.config import from_dict
 from dass.errors import CheckpointError
 from dass.nets import ResNet
 from dass.space import SearchSpace
-from dass.train import teachers
+from dass.train import runs, teachers
 
 CLASSES = {"toy-0": 3, "toy-1": 4, "toy-2": 3}
 ARCH = json.dumps({"depth_config": [1, 1, 1, 1], "channel_widths": [[2], [4], [4], [8]]})
@@ -29,7 +29,7 @@ def release_teacher(cfg: dict, task: str, acc: float = 61.5) -> Path:
     space = SearchSpace.from_config(from_dict(cfg))
     torch.manual_seed(len(task))
     net = ResNet(space.teacher(), CLASSES[task], space.stage_strides)
-    p = teachers.teacher_dir(from_dict(cfg), task) / "model_best.pth.tar"
+    p = runs.teacher_dir(from_dict(cfg), task) / "model_best.pth.tar"
     p.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()},
                 "best_acc": torch.tensor([acc]), "epoch": 179}, p)
@@ -48,16 +48,16 @@ def _ok(r):
 
 def test_status_of_a_teacher_directory(tmp_path):
     d = tmp_path / "t"
-    assert teachers.dir_status(d) == "missing"
+    assert runs.dir_status(d) == "missing"
     d.mkdir()
     (d / "model_best.pth.tar").write_bytes(b"x")
-    assert teachers.dir_status(d) == "released"
+    assert runs.dir_status(d) == "released"
     (d / "checkpoint.pth.tar").write_bytes(b"x")
-    assert teachers.dir_status(d) == "incomplete"
+    assert runs.dir_status(d) == "incomplete"
     (d / "result.json").write_text("{}")
-    assert teachers.dir_status(d) == "trained"
+    assert runs.dir_status(d) == "trained"
     (d / "model_best.pth.tar").unlink()
-    assert teachers.dir_status(d) == "incomplete"
+    assert runs.dir_status(d) == "incomplete"
 
 
 def test_released_teachers_are_read_only_in_build_db_search_and_kd(tmp_path, data_root):

@@ -244,7 +244,7 @@ def test_kd_seeds_summary(trained, tmp_path):
 def test_teacher_checkpoints_are_checked(tmp_path):
     cfg = make_cfg(tmp_path)
     space = SearchSpace.from_config(cfg)
-    d = teachers.teacher_dir(cfg, TASK)
+    d = runs.teacher_dir(cfg, TASK)
     path = d / "model_best.pth.tar"
     with pytest.raises(CheckpointError, match="does not exist.*train-teacher --task synth-0"):
         teachers.load_teacher_for(cfg, TASK, 8)

@@ -17,6 +17,9 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="run N local worker processes (one shard each, 1 thread each), then merge")
     p.add_argument("--merge", action="store_true", help="only assemble the task files from finished shards")
+    p.add_argument("--teachers", action="store_true",
+                   help="only train (or check) the teachers of this shard's tasks (tasks K, K+N, ...): the first "
+                        "stage of a cluster build (script/slurm_build_db.sh)")
     p.add_argument("--no-candidates", action="store_true", help="skip the search-candidate pools of meta-test datasets")
     p.add_argument("--report", action="store_true", help="only print the sanity report of an existing database")
 
@@ -39,6 +42,11 @@ def run(cfg, args) -> int:
             require_task_files(cfg, db.tasks_needing_data(cfg, modes, with_candidates))
         save_config(cfg, cfg.db.out, {"command": "build-db"})
         t0 = time.time()
+        if args.teachers:
+            plan = db.teachers_of_shard(cfg, modes, args.shard, args.num_shards)
+            db.ensure_teachers(cfg, plan, progress=not args.no_progress)
+            print(f"[build-db] teachers of shard {args.shard}/{args.num_shards} ready: {', '.join(t for _, t in plan)}")
+            return 0
         if args.merge:
             db.merge(cfg, modes, strict=True)
         elif args.workers > 1:
@@ -53,7 +61,7 @@ def run(cfg, args) -> int:
         if last_shard and not args.no_candidates and (modes is None or "meta_test" in modes):
             build_candidates(cfg, progress=not args.no_progress)
     rows = report.sanity_report(cfg, modes, write=not args.report)
-    print(report.format_table(rows))
+    print(report.format_database_report(rows))
     if any(r["ceiling"] != "" for r in rows):
         fam = report.family_summary(cfg, rows, modes)
         print(report.format_family(fam))

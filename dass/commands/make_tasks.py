@@ -18,11 +18,13 @@ def add_arguments(p) -> None:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..data.synthetic import describe_tasks, generate_tasks
+    from ..data.generate import describe_tasks, generate_tasks
+    from ..train.teachers import probe_teacher_accuracy
 
     root = Path(args.out if args.out is not None else cfg.data.root)
     t0 = time.perf_counter()
-    names = generate_tasks(cfg, out_root=root, progress=not args.quiet, force=args.force)
+    names = generate_tasks(cfg, out_root=root, progress=not (args.quiet or args.no_progress), force=args.force,
+                           probe=probe_teacher_accuracy)
     dt = time.perf_counter() - t0
     print(f"make-tasks: {len(names)} tasks at {cfg.space.image_size}x{cfg.space.image_size} in {root.resolve()} "
           f"({dt:.1f} s)")

@@ -26,7 +26,8 @@ def _fmt(v) -> str:
 
 def run(cfg, args) -> int:
     # imported on use, not at the top: keeps `main.py --help` fast (see dass/cli.py)
-    from ..predictor.meta import MetaTrainer, load_tasks
+    from ..db.records import load_split_records
+    from ..predictor.trainer import MetaTrainer
 
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
@@ -35,9 +36,9 @@ def run(cfg, args) -> int:
         raise DassError(f"{out} already holds a meta-training run; pass --resume to continue it or --fresh to "
                         f"start over (or set meta.out elsewhere)")
     device = resolve_device(cfg.run.device)
-    train = load_tasks(cfg, "meta_train")
-    valid = load_tasks(cfg, "meta_valid")
-    test = load_tasks(cfg, "meta_test", required=False)
+    train = load_split_records(cfg, "meta_train")
+    valid = load_split_records(cfg, "meta_valid")
+    test = load_split_records(cfg, "meta_test", required=False)
     trainer = MetaTrainer(cfg, train, valid, test, out, device, progress=not args.no_progress)
     s = trainer.run(resume=args.resume)
     print(f"meta-train: {s['episode']} episodes on {len(train)} tasks ({device}); best mean meta-valid Spearman "

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from ..config import save_config
+from ..errors import ConfigError
 from ..predictor.methods import REGISTRY, help_text
+from . import add_task_argument, resolve_tasks
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--task", action="append", required=False,
-                   help="task/dataset name (repeatable; default: every meta-test task). A user dataset in the "
-                        "numpy layout under data.root/<name>/ works too.")
+    add_task_argument(p, "default: every meta-test task")
     p.add_argument("--teacher", default=None, help="your own teacher checkpoint (dict with 'state_dict'); "
                                                    "candidates are then embedded on the fly")
     p.add_argument("--teacher-acc", type=float, default=None,
@@ -25,7 +25,9 @@ def run(cfg, args) -> int:
     from ..db.records import candidate_file
     from ..search import format_top, run_search, search_root
 
-    tasks = args.task or list(cfg.tasks.meta_test)
+    tasks = resolve_tasks(cfg, args.task, list(cfg.tasks.meta_test))
+    if args.teacher is not None and len(tasks) > 1:
+        raise ConfigError("--teacher names one task's teacher; give a single --task with it")
     # tasks without a stored candidate pool (or with the user's own teacher) are embedded from their data
     require_task_files(cfg, [t for t in tasks if args.teacher or not candidate_file(search_root(cfg), t).is_file()])
     save_config(cfg, cfg.search.out, {"command": "search", "tasks": tasks})

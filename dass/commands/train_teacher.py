@@ -9,12 +9,11 @@ against the task and skipped, never retrained; an interrupted one resumes. Print
 """
 from __future__ import annotations
 
-from ..data.tasks import check_task, known_tasks
+from . import add_task_argument, resolve_tasks
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--task", required=True, metavar="NAME|all",
-                   help="task to train the teacher of (a name from the config's tasks lists), or 'all'")
+    add_task_argument(p, "required")
     p.add_argument("--meta-test", action="store_true",
                    help="use teacher.lr_meta_test (automatic for tasks listed in tasks.meta_test)")
 
@@ -24,13 +23,10 @@ def run(cfg, args) -> int:
     from ..data.tasks import load_task, require_task_files
     from ..train.engine import train_teacher
     from ..train.recipe import dist_env, setup_device
-    from ..train.teachers import is_teacher_ready, load_teacher_for, teacher_dir, teacher_status
+    from ..train.runs import teacher_dir
+    from ..train.teachers import is_teacher_ready, load_teacher_for, teacher_status
 
-    if args.task == "all":
-        jobs = [(n, n in cfg.tasks.meta_test or args.meta_test) for n in known_tasks(cfg)]
-    else:
-        name = check_task(cfg, args.task)
-        jobs = [(name, name in cfg.tasks.meta_test or args.meta_test)]
+    jobs = [(n, n in cfg.tasks.meta_test or args.meta_test) for n in resolve_tasks(cfg, args.task)]
     require_task_files(cfg, [n for n, _ in jobs])
     device = setup_device(cfg)
     rows = []

@@ -111,7 +111,8 @@ class BatchLoader:
 
     - ``train=True``: shuffled each epoch (seeded by ``seed`` and :meth:`set_epoch`), random crop
       with ``pad`` and horizontal flip; ``drop_last`` like the authors' loaders.
-    - ``train=False``: in order, no augmentation, keeps the last partial batch.
+    - ``train=False``: in order, no augmentation; the last partial batch is kept unless ``drop_last``
+      (:func:`dass.data.tasks.make_loader` passes ``data.test_drop_last``).
     - ``preload=True`` copies the whole uint8 array to ``device`` once (the CUDA fast path); such a
       loader draws the epoch's permutation and every batch's crops and flips up front, on the same
       generator in the same order (so the batches are identical), and moves them in one non-blocking

@@ -26,39 +26,26 @@ depends only on ``(data.synthetic_seed, k)`` and the sizes, so ``synth-3`` is th
 ``data.synthetic_num_tasks`` is. Besides the generated family, :func:`make_digits` provides
 scikit-learn's bundled handwritten digits (real data nobody here made) as the task ``digits``.
 
-Every task is written in the authors' numpy layout (``{train,test}_{images,labels}.npy`` + a
-``meta.json`` with the recipe), each file atomically, then a ``.complete`` marker holding the
-generation spec; a folder without a matching marker (killed half-way, or made with other sizes or
-seed) is regenerated.
+The benchmark's family v3 (:func:`make_recipe_v3`) adds a fourth cue and sets each task's profile by
+its index. This module only makes arrays; :mod:`dass.data.generate` writes them (``make-tasks``), and
+:func:`dass.data.tasks.write_task` is the one writer of the numpy layout.
 """
 from __future__ import annotations
 
-import dataclasses
-import io
-import json
-import sys
-import tempfile
-from pathlib import Path
-from typing import Optional
-
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..io import atomic_write_bytes, atomic_write_text
-from .tasks import COMPLETE_MARKER, TaskData
 
 GENERATOR_VERSION = 1
 CUES = ("shape", "colour", "texture")
-# The benchmark family adds a fourth cue, a fine periodic micro-texture (docs/method.md#benchmark).
-CUES_V2 = CUES + ("micro",)
-FAMILIES = ("v1", "v2", "v3")
+# The benchmark family (v3) adds a fourth cue, a fine periodic micro-texture (docs/method.md#benchmark).
+FOUR_CUES = CUES + ("micro",)
+FAMILIES = ("v1", "v3")
 # v3: each task draws a *profile* from its index, so the family holds as many few-class as many-class
 # tasks and every cue dominates in a quarter of them (docs/method.md#benchmark)
 V3_CLASS_RANGES = ((4, 6), (7, 12))          # index % 2: few classes, many classes (inclusive)
 V3_DOMINANT_CONCENTRATION = 2.0              # Dirichlet concentration of the dominant cue (others 0.4)
 V3_TRAIN_FRACTION = (0.35, 1.0)             # a task's share of data.synthetic_train_per_class
-V3_MAX_ATTEMPTS = 8
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -85,12 +72,6 @@ def resize_bilinear(x: np.ndarray, size: int) -> np.ndarray:
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-
-
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -120,26 +101,20 @@ def make_recipe(seed: int, index: int) -> dict:
     }
 
 
-def make_recipe_v2(seed: int, index: int) -> dict:
-    """The benchmark family's recipe: v1's knobs plus a fine *micro-texture* cue, with 4-12 classes.
-
-    Why: a task family in which one kind of capacity wins everywhere makes MACs an oracle. The four
-    cues ask for different capacity (docs/method.md#benchmark): a micro-texture of period 2-4 pixels
-    is visible only at full resolution, so it rewards early, wide stages (the MACs-heavy part of a
-    network); motif shape needs receptive field, i.e. depth in the later stages (the params-heavy part);
-    colour is solved by any network; many classes reward a wide last stage.
-    """
-    return _four_cue_knobs(task_rng(seed, index, 10), [0.5, 0.5, 0.5, 0.5], 4, 12)
-
-
 def _four_cue_knobs(r: np.random.Generator, alpha, low: int, high: int) -> dict:
-    """The knobs of a four-cue recipe (v2, v3), drawn in a fixed order: the cue mix from Dirichlet(alpha),
-    then ``low..high`` classes, then the rest."""
+    """The knobs of a four-cue recipe (v3), drawn in a fixed order: the cue mix from Dirichlet(alpha),
+    then ``low..high`` classes, then the rest.
+
+    Why four cues: a task family in which one kind of capacity wins everywhere makes MACs an oracle. The
+    cues ask for different capacity (docs/method.md#benchmark): a micro-texture of period 2-4 pixels is
+    visible only at full resolution, so it rewards early, wide stages (the MACs-heavy part of a network);
+    motif shape needs receptive field, i.e. depth in the later stages (the params-heavy part); colour is
+    solved by any network; many classes reward a wide last stage."""
     cue = r.dirichlet(alpha)
     return {
         "num_classes": int(r.integers(low, high + 1)),
         "num_parts": int(r.integers(1, 4)),
-        "cue_weights": {c: float(w) for c, w in zip(CUES_V2, cue)},
+        "cue_weights": {c: float(w) for c, w in zip(FOUR_CUES, cue)},
         "micro_period": int(r.integers(2, 5)),
         "separation": float(r.uniform(0.6, 1.0)),
         "variability": float(r.uniform(0.1, 0.3)),
@@ -152,10 +127,10 @@ def _four_cue_knobs(r: np.random.Generator, alpha, low: int, high: int) -> dict:
 
 
 def make_recipe_v3(seed: int, index: int, stream: int) -> dict:
-    """The v3 recipe: v2's knobs, with the number of classes and the dominant cue set by the task's index.
+    """The v3 recipe: four cues, with the number of classes and the dominant cue set by the task's index.
 
-    Why: v2 left both to chance, and chance gave a family where most tasks reward the same capacity (see
-    docs/method.md#benchmark for the measured family check). v3 alternates few-class (4-6) and many-class
+    Why: left to chance (the family before it), both gave a family where most tasks reward the same
+    capacity (docs/method.md#benchmark has the measured family check). v3 alternates few-class (4-6) and many-class
     (7-12) tasks, and lets each cue in turn dominate (its Dirichlet concentration 2.0, the others 0.4),
     so the profiles that rank students differently are present by construction, not by luck. It also
     draws the task's amount of training data (35-100% of ``data.synthetic_train_per_class``): with little
@@ -164,8 +139,8 @@ def make_recipe_v3(seed: int, index: int, stream: int) -> dict:
     """
     r = task_rng(seed, index, stream)
     low, high = V3_CLASS_RANGES[index % 2]
-    alpha = np.full(len(CUES_V2), 0.4)
-    alpha[(index // 2) % len(CUES_V2)] = V3_DOMINANT_CONCENTRATION
+    alpha = np.full(len(FOUR_CUES), 0.4)
+    alpha[(index // 2) % len(FOUR_CUES)] = V3_DOMINANT_CONCENTRATION
     knobs = _four_cue_knobs(r, alpha, low, high)
     # how much of data.synthetic_train_per_class the task gets: small data favours small students
     knobs["train_fraction"] = float(r.uniform(*V3_TRAIN_FRACTION))
@@ -293,9 +268,9 @@ def test_images_per_class(num_classes: int, per_class: int, min_images: int) -> 
 
 
 def _streams(family: str, attempt: int) -> dict:
-    """RNG stream ids per purpose. v1/v2 keep theirs (their tasks stay byte-identical); v3 gives every
+    """RNG stream ids per purpose. v1 keeps its own (its tasks stay byte-identical); v3 gives every
     attempt of a task its own block of streams, so a redrawn task shares nothing with the rejected one."""
-    if family != "v3":
+    if family == "v1":
         return {"protos": 1, "micro": 11, "train": 2, "test": 3}
     base = 20 + 10 * int(attempt)
     return {"recipe": base, "protos": base + 1, "micro": base + 2, "train": base + 3, "test": base + 4}
@@ -308,10 +283,7 @@ def make_task(seed: int, index: int, image_size: int, train_per_class: int, test
         raise ConfigError(f"unknown task family '{family}' (config key 'data.synthetic_family'); use one of "
                           f"{', '.join(FAMILIES)}")
     streams = _streams(family, attempt)
-    if family == "v3":
-        recipe = make_recipe_v3(seed, index, streams["recipe"])
-    else:
-        recipe = make_recipe(seed, index) if family == "v1" else make_recipe_v2(seed, index)
+    recipe = make_recipe_v3(seed, index, streams["recipe"]) if family == "v3" else make_recipe(seed, index)
     protos = _prototypes(recipe, task_rng(seed, index, streams["protos"]))
     if family != "v1":
         protos["micro"] = _micro_tiles(recipe, task_rng(seed, index, streams["micro"]))
@@ -357,38 +329,8 @@ def make_digits(image_size: int, seed: int, test_fraction: float = 0.3) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- #
-# writing, resumably
+# configuration checks
 # --------------------------------------------------------------------------------------------- #
-
-def _marker_text(spec: dict) -> str:
-    return json.dumps(spec, sort_keys=True)
-
-
-def is_complete(folder: Path, spec: dict) -> bool:
-    m = Path(folder) / COMPLETE_MARKER
-    try:
-        return m.is_file() and m.read_text() == _marker_text(spec)
-    except OSError:
-        return False
-
-
-def write_task(folder: Path, arrays: dict, spec: dict) -> Path:
-    """Write one task atomically file by file; the marker goes last so a kill is detected."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    marker = folder / COMPLETE_MARKER
-    if marker.exists():
-        marker.unlink()  # stale (other sizes): the folder is incomplete until rewritten
-    for key in ("train_images", "train_labels", "test_images", "test_labels"):
-        atomic_write_bytes(folder / f"{key}.npy", _npy_bytes(arrays[key]))
-    atomic_write_text(folder / "meta.json", json.dumps(arrays["meta"], indent=2) + "\n")
-    atomic_write_text(marker, _marker_text(spec))
-    return folder
-
-
-def generated_task_names(cfg) -> list[str]:
-    return [f"synth-{k}" for k in range(cfg.data.synthetic_num_tasks)] + ["digits"]
-
 
 def check_config(cfg) -> None:
     d = cfg.data
@@ -405,107 +347,3 @@ def check_config(cfg) -> None:
                           "0 accepts every task)")
     if not 0.0 < d.digits_test_fraction < 1.0:
         raise ConfigError("config key 'data.digits_test_fraction' must lie strictly between 0 and 1")
-
-
-def generate_tasks(cfg, out_root: Optional[str | Path] = None, progress: bool = True,
-                   force: bool = False) -> list[str]:
-    """Write ``synth-0 .. synth-{N-1}`` and ``digits`` under ``out_root`` (default ``cfg.data.root``)
-    at ``cfg.space.image_size``; tasks already complete with the same recipe are skipped."""
-    check_config(cfg)
-    root = Path(out_root if out_root is not None else cfg.data.root)
-    d = cfg.data
-    size = cfg.space.image_size
-    names = generated_task_names(cfg)
-    bar = tqdm(names, desc="make-tasks", unit="task", disable=not progress or not sys.stderr.isatty())
-    for name in bar:
-        if name == "digits":
-            spec = {"generator": GENERATOR_VERSION, "task": name, "seed": d.synthetic_seed, "image_size": size,
-                    "test_fraction": d.digits_test_fraction}
-        else:
-            spec = {"generator": GENERATOR_VERSION, "task": name, "seed": d.synthetic_seed, "image_size": size,
-                    "train_per_class": d.synthetic_train_per_class, "test_per_class": d.synthetic_test_per_class}
-            if d.synthetic_family != "v1":   # v1 markers stay as they were: existing folders remain valid
-                spec.update(family=d.synthetic_family, min_test_images=d.synthetic_min_test_images)
-            if d.synthetic_family == "v3":
-                spec.update(probe=probe_spec(cfg, name))
-        folder = root / name
-        if not force and is_complete(folder, spec):
-            continue
-        if name == "digits":
-            arrays = make_digits(size, d.synthetic_seed, d.digits_test_fraction)
-        elif d.synthetic_family == "v3":
-            arrays = make_learnable_task(cfg, int(name.split("-")[1]))
-        else:
-            arrays = make_task(d.synthetic_seed, int(name.split("-")[1]), size, d.synthetic_train_per_class,
-                               d.synthetic_test_per_class, d.synthetic_family, d.synthetic_min_test_images)
-        write_task(folder, arrays, spec)
-    return names
-
-
-# --------------------------------------------------------------------------------------------- #
-# v3: only learnable tasks
-# --------------------------------------------------------------------------------------------- #
-
-def probe_spec(cfg, name: str) -> dict:
-    """Everything the learnability probe's outcome depends on (part of a v3 task's marker: a change
-    regenerates the task)."""
-    return {"min_x_chance": cfg.data.synthetic_min_x_chance, "teacher": dataclasses.asdict(cfg.teacher),
-            "meta_test": name in cfg.tasks.meta_test,
-            "space": dataclasses.asdict(cfg.space), "channels_last": cfg.train.channels_last,
-            "num_threads": cfg.train.num_threads, "crop_padding": cfg.data.crop_padding,
-            "mean": cfg.data.mean, "std": cfg.data.std}
-
-
-def probe_teacher(cfg, arrays: dict) -> float:
-    """Test accuracy (%) of the task's teacher, trained exactly as build-db will train it (with
-    ``teacher.lr_meta_test`` when the task is a meta-test task), on CPU (so the task's content does not
-    depend on the machine's accelerator), into a scratch folder."""
-    # imported on use: task generation sits below the training engine in the layers, and only this
-    # probe reaches up into it
-    from ..train.engine import train_teacher
-
-    task = TaskData(arrays["meta"]["name"], arrays["train_images"], arrays["train_labels"],
-                    arrays["test_images"], arrays["test_labels"], int(arrays["meta"]["num_classes"]))
-    with tempfile.TemporaryDirectory(prefix="dass-probe-") as tmp:
-        # run files and the result.csv row stay in the scratch folder: a probe is not a run
-        scratch = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=tmp))
-        return float(train_teacher(task, scratch, out_dir=Path(tmp) / "teacher", device="cpu",
-                                   meta_test=task.name in cfg.tasks.meta_test, progress=False)["final_acc"])
-
-
-def make_learnable_task(cfg, index: int) -> dict:
-    """``synth-<index>`` of family v3: the first attempt whose teacher reaches
-    ``data.synthetic_min_x_chance`` times chance (docs/method.md#benchmark). The probe's accuracy and
-    the number of rejected attempts are kept in the task's meta.json."""
-    d = cfg.data
-    best = []
-    for attempt in range(V3_MAX_ATTEMPTS):
-        arrays = make_task(d.synthetic_seed, index, cfg.space.image_size, d.synthetic_train_per_class,
-                           d.synthetic_test_per_class, "v3", d.synthetic_min_test_images, attempt)
-        acc = probe_teacher(cfg, arrays)
-        x_chance = acc * arrays["meta"]["num_classes"] / 100.0
-        best.append(round(x_chance, 2))
-        if x_chance >= d.synthetic_min_x_chance:
-            arrays["meta"]["probe"] = {"teacher_acc": acc, "x_chance": x_chance, "rejected_x_chance": best[:-1]}
-            return arrays
-    raise ConfigError(f"synth-{index}: no learnable recipe in {V3_MAX_ATTEMPTS} attempts (teacher at {best} x "
-                      f"chance, {d.synthetic_min_x_chance} needed); lower 'data.synthetic_min_x_chance' or train "
-                      "the teacher longer ('teacher.epochs')")
-
-
-def describe_tasks(cfg, root: Optional[str | Path] = None) -> list[dict]:
-    """One summary row per generated task (for the make-tasks printout and the README)."""
-    root = Path(root if root is not None else cfg.data.root)
-    rows = []
-    for name in generated_task_names(cfg):
-        meta = json.loads((root / name / "meta.json").read_text())
-        row = {"task": name, "classes": meta["num_classes"]}
-        rec = meta.get("recipe")
-        if rec:
-            main_cue = max(rec["cue_weights"], key=rec["cue_weights"].get)
-            row.update(cue=main_cue, separation=round(rec["separation"], 2), variability=round(rec["variability"], 2))
-        if "probe" in meta:   # v3: its training images per class and its teacher's accuracy over chance
-            row.update(train_per_class=meta["train_per_class"], teacher_x_chance=round(meta["probe"]["x_chance"], 2),
-                       attempts=meta["attempt"] + 1)
-        rows.append(row)
-    return rows

@@ -23,6 +23,7 @@ arrays stay memory-mapped until a batch is drawn.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..io import atomic_write_bytes, atomic_write_text
 from .loader import BatchLoader
 
 
@@ -349,10 +351,42 @@ def load_task(name: str, cfg) -> TaskData:
     return load_numpy_task(root, name, KNOWN_NUM_CLASSES.get(name))
 
 
-def task_names(cfg) -> dict[str, list[str]]:
-    """``{'meta_train': [...], 'meta_valid': [...], 'meta_test': [...]}`` from ``cfg.tasks``."""
-    return {"meta_train": list(cfg.tasks.meta_train), "meta_valid": list(cfg.tasks.meta_valid),
-            "meta_test": list(cfg.tasks.meta_test)}
+# --------------------------------------------------------------------------------------------- #
+# writing a task folder (the generated tasks), resumably
+# --------------------------------------------------------------------------------------------- #
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _marker_text(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+def is_complete(folder: Path, spec: dict) -> bool:
+    """The folder holds a finished task made from ``spec`` (its marker records the spec)."""
+    m = Path(folder) / COMPLETE_MARKER
+    try:
+        return m.is_file() and m.read_text() == _marker_text(spec)
+    except OSError:
+        return False
+
+
+def write_task(folder: Path, arrays: dict, spec: dict) -> Path:
+    """Write one task (``arrays``: ``meta`` + the four arrays) atomically file by file; the ``.complete``
+    marker holding ``spec`` goes last, so a kill or another spec is detected and the task regenerated."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / COMPLETE_MARKER
+    if marker.exists():
+        marker.unlink()  # stale (another spec): the folder is incomplete until rewritten
+    for key in ("train_images", "train_labels", "test_images", "test_labels"):
+        atomic_write_bytes(folder / f"{key}.npy", _npy_bytes(arrays[key]))
+    atomic_write_text(folder / "meta.json", json.dumps(arrays["meta"], indent=2) + "\n")
+    atomic_write_text(marker, _marker_text(spec))
+    return folder
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -366,8 +400,10 @@ def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0,
 
     ``train`` (default: ``split == 'train'``) turns on shuffling, random crop with
     ``cfg.data.crop_padding`` zero padding and horizontal flip; images are resized to
-    ``cfg.space.image_size`` and normalised with ``cfg.data.mean/std``. ``channels_last`` defaults to
-    ``cfg.train.channels_last`` (NHWC batches, which speed convolutions up on CUDA and CPU).
+    ``cfg.space.image_size`` and normalised with ``cfg.data.mean/std``. ``drop_last`` defaults to true for a
+    training loader and to ``cfg.data.test_drop_last`` for an evaluation one (the authors drop the last
+    partial batch there too). ``channels_last`` defaults to ``cfg.train.channels_last`` (NHWC batches,
+    which speed convolutions up on CUDA and CPU).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -376,6 +412,12 @@ def make_loader(task: TaskData, cfg, split: str, batch_size: int, seed: int = 0,
     dev = torch.device(device)
     if train is None:
         train = split == "train"
+    if drop_last is None:
+        drop_last = True if train else bool(cfg.data.test_drop_last)
+    if not train and drop_last and len(labels) < batch_size:
+        raise ConfigError(f"task {task.name} has {len(labels)} {split} images, fewer than one evaluation batch of "
+                          f"{batch_size}, and data.test_drop_last=true drops partial batches; lower the batch size "
+                          f"or set data.test_drop_last=false")
     if channels_last is None:
         channels_last = bool(cfg.train.channels_last)
     return BatchLoader(images, labels, batch_size=batch_size, image_size=cfg.space.image_size, train=train,
@@ -395,11 +437,20 @@ def known_tasks(cfg) -> list[str]:
     return seen
 
 
+def is_own_dataset(cfg, name: str) -> bool:
+    """A dataset no config names but that sits in ``data.root/<name>/`` in the numpy layout (a user's own)."""
+    folder = Path(cfg.data.root) / name
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name)) and all(
+        (folder / f"{s}_{k}.npy").is_file() for s in ("train", "test") for k in ("images", "labels"))
+
+
 def check_task(cfg, name: str) -> str:
-    """A task name from the config's lists, else a one-line ConfigError listing them."""
+    """A task name from the config's lists or a user's own dataset under ``data.root``; else a one-line
+    ConfigError listing both options."""
+    if name in known_tasks(cfg) or is_own_dataset(cfg, name):
+        return name
     known = known_tasks(cfg)
-    if name not in known:
-        shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
-        raise ConfigError(f"unknown task '{name}'; use one of the config's tasks.meta_train/meta_valid/meta_test "
-                          f"({shown}) or add it there")
-    return name
+    shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+    raise ConfigError(f"unknown task '{name}': it is not in the config's tasks.meta_train/meta_valid/meta_test "
+                      f"({shown}) and {Path(cfg.data.root) / name} holds no {{train,test}}_{{images,labels}}.npy; "
+                      f"put your dataset there (numpy layout) or add the task to the config")

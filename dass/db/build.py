@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,24 +41,20 @@ from tqdm.auto import tqdm
 
 from ..config import Config, from_dict, resolve_device, to_dict
 from ..data.tasks import load_task
-from ..embed import functional_map, noise_input, student_map
+from ..embed import noise_input, student_map
 from ..errors import CheckpointError, DassError
 from ..io import atomic_torch_save, safe_torch_load
 from ..layout import config_layout
 from ..nets import ResNet
-from ..predictor.set_encoder import dataset_features
+from ..parallel import process_pool
 from ..remap import remap
+from ..seeds import stable_seed
 from ..space import Arch, SearchSpace
 from ..train import engine as train
 from ..train.logit_cache import TeacherLogitCache
 from ..train.teachers import ensure_teacher
+from .inputs import task_dataset_features, teacher_record
 from .records import MODES, TaskRecords, TeacherRecord, candidate_file, save_records, search_dir
-
-
-def stable_seed(*parts) -> int:
-    """A seed from strings/ints that is the same in every process and Python run (unlike hash())."""
-    h = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def task_plan(cfg: Config, modes: Optional[list[str]] = None) -> list[tuple[str, str]]:
@@ -183,20 +178,6 @@ def tasks_needing_data(cfg: Config, modes: Optional[list[str]] = None, candidate
     if candidates:
         names += [t for t in cfg.tasks.meta_test if not candidate_file(search_dir(cfg.db.out), t).is_file()]
     return list(dict.fromkeys(names))
-
-
-def teacher_record(cfg: Config, teacher, acc: float, noise: torch.Tensor) -> TeacherRecord:
-    space = SearchSpace.from_config(cfg)
-    arch = space.teacher()
-    return TeacherRecord(arch=arch, arch_enc=space.encode(arch),
-                         fmap=functional_map(teacher, noise, cfg.embed.stage), acc=float(acc))
-
-
-def task_dataset_features(cfg: Config, data) -> torch.Tensor:
-    """The D input's image features of a task (seeded by the database's sample seed)."""
-    p = cfg.predictor
-    return dataset_features(data.train_images, data.train_labels, data.num_classes, p.dataset_samples_per_class,
-                            seed=stable_seed("dataset", cfg.db.sample_seed), feature_dim=p.dataset_feature_dim)
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -351,23 +332,32 @@ def merge(cfg: Config, modes: Optional[list[str]] = None, strict: bool = True,
 
 
 # --------------------------------------------------------------------------------------------- #
-# local multi-process build (one shard per worker process, 1 thread each)
+# local multi-process build (one shard per worker process, 1 thread each: dass.parallel)
 # --------------------------------------------------------------------------------------------- #
+
+def ensure_teachers(cfg: Config, plan: list[tuple[str, str]], progress: bool = False, device=None) -> None:
+    """Train (or check) the teachers of ``[(mode, task), ...]``: before any shard distils, so that no two
+    shards train one teacher at once (the local workers and the SLURM array's first stage)."""
+    device = device or resolve_device(cfg.run.device)
+    for mode, task in plan:
+        ensure_teacher(cfg, task, load_task(task, cfg), device, mode == "meta_test", progress)
+
+
+def teachers_of_shard(cfg: Config, modes: Optional[list[str]], shard: int, num_shards: int) -> list[tuple[str, str]]:
+    """The tasks whose teachers shard ``shard`` of ``num_shards`` trains: tasks ``shard, shard + N, ...``."""
+    if not 0 <= shard < num_shards:
+        raise DassError(f"--shard {shard} must lie in [0, --num-shards {num_shards})")
+    return task_plan(cfg, modes)[shard::num_shards]
+
 
 def _worker_teachers(args) -> None:
     cfg_dict, tasks = args
-    cfg = from_dict(cfg_dict)
-    torch.set_num_threads(1)
-
-    device = resolve_device(cfg.run.device)
-    for mode, task in tasks:
-        ensure_teacher(cfg, task, load_task(task, cfg), device, mode == "meta_test", progress=False)
+    ensure_teachers(from_dict(cfg_dict), tasks)
 
 
 def _worker_shard(args) -> dict:
     cfg_dict, modes, shard, num_shards = args
     cfg = from_dict(cfg_dict)
-    torch.set_num_threads(1)
     return build(cfg, modes, shard, num_shards, progress=False, log=lambda s: None)
 
 
@@ -375,15 +365,11 @@ def build_parallel(cfg: Config, workers: int, modes: Optional[list[str]] = None,
                    log: Callable[[str], None] = print) -> dict:
     """Teachers first (tasks spread over ``workers`` processes), then one student shard per process."""
     t0 = time.time()
-    plan = task_plan(cfg, modes)
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        chunks = [plan[k::workers] for k in range(workers)]
+    with process_pool(workers) as pool:
+        chunks = [teachers_of_shard(cfg, modes, k, workers) for k in range(workers)]
         pool.map(_worker_teachers, [(to_dict(cfg), c) for c in chunks if c])
         log(f"[build-db] teachers ready ({time.time() - t0:.0f}s)")
         results = pool.map(_worker_shard, [(to_dict(cfg), modes, k, workers) for k in range(workers)])
-        pool.close()   # a clean shutdown: the context manager's terminate() leaks the workers' semaphores
-        pool.join()
     assembled = merge(cfg, modes, strict=True, log=log)
     return {"done": sum(r["done"] for r in results), "skipped": sum(r["skipped"] for r in results),
             "assembled": assembled}

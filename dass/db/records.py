@@ -17,18 +17,20 @@ In memory a task is a :class:`TaskRecords`: stacked tensors, ready for the predi
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
-from ..errors import DassError
+from ..errors import DassError, DataError
 from ..io import atomic_torch_save, safe_torch_load
 from ..layout import KEY as LAYOUT_KEY
-from ..layout import require_same
+from ..layout import config_layout, require_same
 from ..space import Arch, SearchSpace
 
 MAP_KEY = "noise_actmap_stage-4"
@@ -63,15 +65,26 @@ class TaskRecords:
     net_index: list[int]
     teacher: Optional[TeacherRecord] = None
     dataset_features: Optional[torch.Tensor] = None  # classes x samples x F, for the D input
-    extra: dict = field(default_factory=dict)
     layout: Optional[dict] = None    # dass.layout: the encoding and noise these inputs were made with
     # Multi-seed labels (docs/method.md#benchmark): best_acc/final_acc are then the means over these seeds.
     kd_seeds: Optional[list[int]] = None
     seed_best_acc: Optional[torch.Tensor] = None    # seeds x N
     seed_final_acc: Optional[torch.Tensor] = None   # seeds x N
+    # Which accuracy of a student's KD run is its label (meta.acc_type): "best_acc" (paper) or "final_acc".
+    label_key: str = "best_acc"
 
     def __len__(self) -> int:
         return len(self.archs)
+
+    @property
+    def label(self) -> torch.Tensor:
+        """The students' labels: what meta-training learns and meta-test ranks against (``label_key``)."""
+        return self.best_acc if self.label_key == "best_acc" else self.final_acc
+
+    @property
+    def seed_label(self) -> Optional[torch.Tensor]:
+        """Each KD seed's labels (seeds x N), when the database kept them."""
+        return self.seed_best_acc if self.label_key == "best_acc" else self.seed_final_acc
 
     def subset(self, idx) -> "TaskRecords":
         idx = torch.as_tensor(idx, dtype=torch.long)
@@ -80,8 +93,8 @@ class TaskRecords:
         return TaskRecords(self.task, [self.archs[i] for i in il], self.arch_enc[idx], self.fmaps[idx],
                            self.best_acc[idx], self.final_acc[idx], self.final_loss[idx], self.macs[idx],
                            self.params[idx], [self.net_index[i] for i in il], self.teacher,
-                           self.dataset_features, dict(self.extra), self.layout, self.kd_seeds,
-                           cols(self.seed_best_acc), cols(self.seed_final_acc))
+                           self.dataset_features, self.layout, self.kd_seeds,
+                           cols(self.seed_best_acc), cols(self.seed_final_acc), self.label_key)
 
 
 def _fmap(t: torch.Tensor) -> torch.Tensor:
@@ -116,10 +129,14 @@ def records_to_dict(rec: TaskRecords) -> dict:
 
 
 def dict_to_records(d: dict, task: str, source: str, space: Optional[SearchSpace] = None,
-                    num_classes: int = 0) -> TaskRecords:
-    """The authors' dict -> TaskRecords, validating that the lists are parallel."""
+                    num_classes: int = 0, needs_index: bool = True) -> TaskRecords:
+    """The authors' dict -> TaskRecords, validating that the lists are parallel. ``needs_index=False``
+    (teacher records: the authors' loader never reads the key, and some of their files lack it) numbers
+    the entries from 0 when ``net_index`` is absent."""
     if not isinstance(d, dict):
         raise DassError(f"{source}: expected a dict of parallel lists (authors' format), got {type(d).__name__}")
+    if not needs_index and "net_index" not in d and "arch_enc" in d:
+        d = {**d, "net_index": list(range(len(d["arch_enc"])))}
     missing = [k for k in LIST_KEYS if k not in d]
     if missing:
         raise DassError(f"{source}: missing key '{missing[0]}'; the file is not a DaSS database file")
@@ -246,17 +263,21 @@ def load_teacher_record(root: str | os.PathLike, mode: str, task: str, allow_pic
                         layout: Optional[dict] = None) -> TeacherRecord:
     """The support record; refused when it was made with another layout than ``layout`` (its students')."""
     p = teacher_file(root, mode, task)
-    r = dict_to_records(safe_torch_load(p, allow_pickle, what="teacher record"), task, str(p))
+    r = dict_to_records(safe_torch_load(p, allow_pickle, what="teacher record"), task, str(p), needs_index=False)
     require_same(r.layout, layout, f"teacher record {p}", f"the {task} students it supports",
                  "rebuild both with one configuration")
     return TeacherRecord(arch=r.archs[0], arch_enc=r.arch_enc[0], fmap=r.fmaps[0], acc=float(r.best_acc[0]))
 
 
 def load_records(root: str | os.PathLike, mode: str, task: str, space: Optional[SearchSpace] = None,
-                 num_classes: int = 0, allow_pickle: bool = False, with_teacher: bool = True) -> TaskRecords:
-    """Read one task (ours or the authors'), with its teacher record when ``with_teacher``."""
+                 num_classes: int = 0, allow_pickle: bool = False, with_teacher: bool = True,
+                 default_layout: Optional[dict] = None) -> TaskRecords:
+    """Read one task (ours or the authors'), with its teacher record when ``with_teacher``. A file without
+    a layout (the authors') is taken to have ``default_layout``, the one its configuration declares, so it
+    is checked against a predictor's like any other (docs/method.md#authors-compat)."""
     p = task_file(root, mode, task)
     rec = dict_to_records(safe_torch_load(p, allow_pickle, what="database file"), task, str(p), space, num_classes)
+    rec.layout = rec.layout or default_layout
     if with_teacher:
         rec.teacher = load_teacher_record(root, mode, task, allow_pickle, rec.layout)
         if rec.teacher.arch_enc.shape != rec.arch_enc.shape[1:]:
@@ -278,3 +299,40 @@ def net_samples_file(db_out: str | os.PathLike) -> Path:
     """``preprocessed/net_info/net_samples.pt`` next to ``preprocessed/ours``: the candidate list through which
     the authors' KD script resolves a searched index (docs/method.md#authors-compat)."""
     return Path(db_out).parent / "net_info" / "net_samples.pt"
+
+
+def locate_task(root: str | os.PathLike, mode: str, task: str) -> tuple[str, Path]:
+    """``(mode, file)`` of a task in a database: under ``mode`` first, else under another split, so a config
+    may regroup a database's tasks (a leave-one-source-out run meta-trains on tasks built as meta-test)."""
+    for m in (mode, *[x for x in MODES if x != mode]):
+        if task_file(root, m, task).is_file():
+            return m, task_file(root, m, task)
+    raise DataError(f"database file {task_file(root, mode, task)} does not exist; build the database first "
+                    f"(build-db) or fix config key 'db.out'")
+
+
+def load_split_records(cfg, mode: str, required: bool = True) -> list[TaskRecords]:
+    """Every task of ``cfg.tasks.<mode>`` from the database at ``cfg.db.out``, labelled by ``meta.acc_type``.
+
+    A missing file is an error when ``required``; otherwise the task is skipped with a note (the
+    meta-test tasks are only logged during meta-training).
+    """
+    space = SearchSpace.from_config(cfg)
+    out = []
+    for task in getattr(cfg.tasks, mode):
+        try:
+            where, _ = locate_task(cfg.db.out, mode, task)
+        except DassError:
+            if required:
+                raise
+            print(f"note: {mode} task {task} is not in the database {cfg.db.out}; skipped", file=sys.stderr)
+            continue
+        rec = load_records(cfg.db.out, where, task, space, 0, cfg.run.allow_legacy_pickle,
+                           default_layout=config_layout(cfg))
+        out.append(with_label(rec, cfg.meta.acc_type))
+    return out
+
+
+def with_label(records: TaskRecords, acc_type: str) -> TaskRecords:
+    """Records labelled by ``meta.acc_type``: the best evaluation of each KD run (paper) or its final one."""
+    return dataclasses.replace(records, label_key="best_acc" if acc_type == "best" else "final_acc")

@@ -19,7 +19,8 @@ from ..config import Config
 from ..errors import CheckpointError, DassError
 from ..io import safe_torch_load, write_csv
 from ..metrics import kendall
-from ..stats import noise_ceiling, spearman_rows
+from ..metrics import spearman_rows
+from ..stats import noise_ceiling
 from .build import task_plan, work_dir
 from .records import TaskRecords, load_records
 
@@ -103,7 +104,7 @@ def format_family(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def format_table(rows: list[dict]) -> str:
+def format_database_report(rows: list[dict]) -> str:
     if not rows:
         return "(no rows)"
     keys = list(rows[0])

@@ -6,10 +6,15 @@ the demo and the CLI help texts all read the registry, so adding a baseline is a
 * a **proxy** scores students from their records alone (``score(records, seed) -> Tensor[N]``,
   higher = predicted more accurate): ``random``, ``macs``, ``params``, ``diswot``;
 * a **trained** method is DaSS meta-trained under a changed config (``configure(cfg)`` edits a deep
-  copy in place) and scored by its predictor: ``dass`` itself, ``metad2a`` (a MetaD2A/HELP-style
+  copy in place) and scored by its predictor (a :class:`~dass.predictor.checkpoint.LoadedPredictor`,
+  through :func:`dass.predictor.inference.predict`, the same path in meta-test and in search): ``dass`` itself, ``metad2a`` (a MetaD2A/HELP-style
   predictor: dataset + architecture inputs, no teacher-guided adaptation, no functional embeddings) and
   the ablations ``dass-no-S/T/A/D`` (one input removed), ``dass-no-adapt``, ``dass-first-order``. Each
-  trains into ``<meta.out>/baselines/<name>``; ``applies(cfg)`` says whether it makes sense for a config.
+  trains into ``<meta.out>/baselines/<name>`` (:func:`run_config`; one folder per meta-training seed under
+  ``<meta.out>/seeds/<name>/seed<k>``); ``applies(cfg)`` says whether it makes sense for a config.
+
+Several runs of one trained method (meta-training seeds) are combined into its *seed ensemble*: the mean
+of the runs' standardised scores (:func:`ensemble`).
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from ..config import apply_overrides, split_method_override
 from ..db.records import TaskRecords
 from ..errors import ConfigError, DataError
 from .baselines import diswot_score
+from .checkpoint import LoadedPredictor
+from .inference import predict
 
 
 @dataclass(frozen=True)
@@ -129,25 +136,38 @@ def variant_config(cfg, name: str):
     return c
 
 
+def run_config(cfg, name: str, seed: Optional[int] = None):
+    """The config trained method ``name`` meta-trains with: DaSS's own (a copy) or its variant's, and with
+    ``seed`` that meta-training seed in its own folder ``<meta.out>/seeds/<name>/seed<k>``."""
+    c = copy.deepcopy(cfg) if name == "dass" else variant_config(cfg, name)
+    if seed is not None:
+        c.meta.seed = int(seed)
+        c.meta.out = str(Path(cfg.meta.out) / "seeds" / name / f"seed{seed}")
+    return c
+
+
 def needs_dataset_features(cfg, name: str) -> bool:
-    c = cfg if name == "dass" else variant_config(cfg, name)
-    return "D" in c.predictor.inputs
+    return "D" in run_config(cfg, name).predictor.inputs
 
 
-def score(method: str, records: TaskRecords, **kw) -> torch.Tensor:
-    """Scores of every student of ``records`` under ``method`` (higher = predicted more accurate).
-
-    Proxies take ``seed=``; trained methods take ``model=, inner_lrs=, meta_info=`` or ``checkpoint=``.
-    """
+def score(method: str, records: TaskRecords, predictor: Optional[LoadedPredictor] = None,
+          seed: int = 0) -> torch.Tensor:
+    """Scores of every student of ``records`` under ``method`` (higher = predicted more accurate): a proxy
+    from the records and ``seed``, a trained method from its loaded ``predictor``."""
     m = get(method)
     if not m.trained:
-        return m.score(records, int(kw.get("seed", 0)))
-    from .meta import load_predictor, predict
+        return m.score(records, int(seed)).double()
+    if predictor is None:
+        raise ConfigError(f"method '{method}' is a trained predictor: pass its LoadedPredictor "
+                          f"(dass.predictor.checkpoint.load_predictor)")
+    return predict(predictor, records).double()
 
-    model, lrs, info = kw.get("model"), kw.get("inner_lrs"), kw.get("meta_info") or {}
-    if model is None:
-        ckpt: Optional[str | Path] = kw.get("checkpoint")
-        if ckpt is None:
-            raise ConfigError(f"method '{method}' is a trained predictor: pass checkpoint=PATH or model=...")
-        model, lrs, info = load_predictor(ckpt, kw.get("device", "cpu"))
-    return predict(model, lrs, records, adapt=bool(info.get("adapt", True)), cfg=kw.get("cfg"))
+
+def ensemble(runs: torch.Tensor) -> torch.Tensor:
+    """The seed ensemble of ``runs x N`` scores: each run standardised over the students (mean 0, sample
+    std 1; a constant run counts as zeros), then averaged. Standardising first keeps a run whose scores
+    spread more from outweighing the others."""
+    r = torch.as_tensor(runs, dtype=torch.float64).reshape(-1, runs.shape[-1])
+    sd = r.std(dim=1, keepdim=True) if r.shape[1] > 1 else torch.zeros(r.shape[0], 1, dtype=r.dtype)
+    z = torch.where(sd > 0, (r - r.mean(dim=1, keepdim=True)) / torch.where(sd > 0, sd, 1.0), torch.zeros_like(r))
+    return z.mean(dim=0)

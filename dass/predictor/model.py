@@ -10,7 +10,8 @@
 * A  architecture encoder: one linear layer, encoding -> ``arch_dim``.
 * D  dataset encoder: :class:`dass.predictor.set_encoder.DatasetEncoder` over ``classes x samples x F`` image
   features of the task, repeated for every student (MetaD2A/HELP's dataset input).
-* head: concat -> linear(head_hidden) -> tanh -> linear(1) = predicted accuracy in percent.
+* head: concat in the authors' order S | A | T (then D) -> linear(head_hidden) -> tanh -> linear(1) =
+  predicted accuracy in percent.
 
 Output units. The authors' head regresses accuracy in percent directly (``predictor.target_norm=none``,
 the paper default). With raw targets of 40-90 and a tanh hidden layer, short runs push the hidden
@@ -23,7 +24,7 @@ the trainer through :meth:`Predictor.set_output_norm`, stored in the checkpoint)
 The enabled inputs come from ``predictor.inputs`` (paper default S+T+A); a disabled input builds no
 module, so it owns no parameter (and no inner learning rate). Parameters are plain ``nn.Module``
 parameters: meta-learning evaluates the model at adapted parameters with
-``torch.func.functional_call`` (see :mod:`dass.predictor.meta`), so no special "meta module" hierarchy exists.
+``torch.func.functional_call`` (see :mod:`dass.predictor.inner`), so no special "meta module" hierarchy exists.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ from torch import nn
 from ..errors import DataError
 from .set_encoder import DatasetEncoder
 
-INPUTS = ("S", "T", "A", "D")
+INPUTS = ("S", "T", "A", "D")            # the order the encoders are built in (and their parameters drawn)
+CONCAT_ORDER = ("S", "A", "T", "D")      # the order the head reads them: the authors' S | A | T
 
 
 class FuncEncoder(nn.Module):
@@ -73,8 +75,9 @@ class Predictor(nn.Module):
         self.inputs = tuple(x for x in INPUTS if x in c.inputs)
         if not self.inputs:
             raise DataError("config key 'predictor.inputs' must name at least one of S, T, A, D")
+        self.pcfg = c
         self.enc_dim, self.func_channels = int(enc_dim), int(func_channels)
-        # Everything needed to rebuild this exact module from a checkpoint (dass.predictor.meta.load_predictor).
+        # Everything needed to rebuild this exact module from a checkpoint (dass.predictor.checkpoint.load_predictor).
         self.spec = {"predictor": dataclasses.asdict(c), "enc_dim": self.enc_dim,
                      "func_channels": self.func_channels}
         width = 0
@@ -121,12 +124,12 @@ class Predictor(nn.Module):
                 break
         if n is None:
             raise DataError("the predictor needs the students' maps or architecture encodings")
-        parts = []
+        parts = {}
         if "S" in self.inputs:
             if fmaps is None:
                 raise DataError("predictor input S needs the students' functional maps")
             self._check_maps(fmaps, "student maps")
-            parts.append(self.student_encoder(fmaps))
+            parts["S"] = self.student_encoder(fmaps)
         if "T" in self.inputs:
             if teacher_fmap is None:
                 raise DataError("predictor input T needs the teacher's functional map (teacher record)")
@@ -137,16 +140,17 @@ class Predictor(nn.Module):
                 z = z.expand(n, -1)            # one teacher, repeated for every student of the task
             elif z.shape[0] != n:
                 raise DataError(f"got {z.shape[0]} teacher maps for {n} students; pass one map or one per student")
-            parts.append(z)
+            parts["T"] = z
         if "A" in self.inputs:
             if arch_enc is None or arch_enc.dim() != 2 or arch_enc.shape[1] != self.enc_dim:
                 got = None if arch_enc is None else tuple(arch_enc.shape)
                 raise DataError(f"architecture encodings must be N x {self.enc_dim}, got {got}; the database and "
                                 f"the predictor must come from one search space")
-            parts.append(self.arch_encoder(arch_enc))
+            parts["A"] = self.arch_encoder(arch_enc)
         if "D" in self.inputs:
             if dataset_feats is None:
                 raise DataError("predictor input D needs the task's dataset features (records.dataset_features); "
                                 "rebuild the database with dataset features or drop D from predictor.inputs")
-            parts.append(self.dataset_encoder(dataset_feats).reshape(1, -1).expand(n, -1))
-        return self.out_shift + self.out_scale * self.head(torch.cat(parts, dim=1)).squeeze(-1)
+            parts["D"] = self.dataset_encoder(dataset_feats).reshape(1, -1).expand(n, -1)
+        x = torch.cat([parts[k] for k in CONCAT_ORDER if k in parts], dim=1)
+        return self.out_shift + self.out_scale * self.head(x).squeeze(-1)

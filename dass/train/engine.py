@@ -62,8 +62,8 @@ from .checkpoints import freeze
 from .logit_cache import TeacherLogitCache, stream_bytes, stream_key
 from .losses import kd_loss, label_smoothed_ce
 from .recipe import Recipe, amp_dtype, autocast, dist_env, set_cudnn
-from .runs import (BEST, CHECKPOINT, RESULT, Run, check_resume, finish_files, identity, kd_run_dir, progress_enabled,
-                   restore, save_checkpoint, start_files)
+from .runs import (BEST, CHECKPOINT, RESULT, Run, check_not_released, check_resume, finish_files, identity, kd_run_dir,
+                   progress_enabled, restore, save_checkpoint, start_files, teacher_dir)
 
 EpochCallback = Callable[[int, dict], None]
 
@@ -329,15 +329,13 @@ def _result(run: Run, ident: dict, state: dict, recipe: Recipe, cfg, method: str
 def train_teacher(task: TaskData, cfg, arch: Optional[Arch] = None, out_dir=None, device="cpu",
                   meta_test: bool = False, progress: bool = True,
                   on_epoch_end: Optional[EpochCallback] = None) -> dict:
-    """Train a task's teacher (docs/method.md#teachers) into ``out_dir`` (default :func:`dass.train.teachers.teacher_dir`);
-    resumes. A directory holding a released teacher is refused (:func:`dass.train.teachers.check_not_released`).
+    """Train a task's teacher (docs/method.md#teachers) into ``out_dir`` (default :func:`dass.train.runs.teacher_dir`);
+    resumes. A directory holding a released teacher is refused (:func:`dass.train.runs.check_not_released`).
 
     Returns ``final_acc``, ``best_acc``, ``final_loss``, ``epochs``, ``checkpoint`` (model_best path).
     """
     space = SearchSpace.from_config(cfg)
     arch = space.validate(arch) if arch is not None else space.teacher()
-    from .teachers import check_not_released, teacher_dir
-
     out_dir = Path(out_dir) if out_dir is not None else teacher_dir(cfg, task.name)
     check_not_released(out_dir)
     seed = cfg.teacher.seed

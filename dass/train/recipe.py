@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 
-from ..config import resolve_device
+from ..config import SGDConfig, resolve_device
 from ..errors import ConfigError
 
 
@@ -35,17 +35,21 @@ class Recipe:
     heavy_aug: bool = False
 
     @classmethod
+    def _from(cls, kind: str, section, **extra) -> "Recipe":
+        """The shared optimiser fields (:class:`dass.config.SGDConfig`) of ``section``, by name."""
+        sgd = {f.name: getattr(section, f.name) for f in fields(SGDConfig)}
+        return cls(kind=kind, **{**sgd, **extra})
+
+    @classmethod
     def teacher(cls, cfg, meta_test: bool = False) -> "Recipe":
         t = cfg.teacher
-        return cls("teacher", t.epochs, t.batch_size, t.lr_meta_test if meta_test else t.lr, t.momentum,
-                   t.weight_decay, t.nesterov, t.eval_every, label_smoothing=t.label_smoothing,
-                   heavy_aug=t.heavy_aug)
+        return cls._from("teacher", t, lr=t.lr_meta_test if meta_test else t.lr, label_smoothing=t.label_smoothing,
+                         heavy_aug=t.heavy_aug)
 
     @classmethod
     def kd(cls, cfg) -> "Recipe":
         k = cfg.kd
-        return cls("kd", k.epochs, k.batch_size, k.lr, k.momentum, k.weight_decay, k.nesterov, k.eval_every,
-                   temperature=k.temperature, alpha=k.alpha)
+        return cls._from("kd", k, temperature=k.temperature, alpha=k.alpha)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,5 +1,8 @@
 """The files of one training run: its directory, identity, resume checks, checkpoints and results.
 
+Also where a task's teacher lives and what state its folder is in (:func:`teacher_dir`, :func:`dir_status`),
+since a teacher is a training run of ours or a released file.
+
 Layout of a run directory (docs/method.md#file-formats): ``config.yaml``, ``metrics.jsonl``
 (append-only), ``checkpoint.pth.tar`` (everything needed to resume), ``model_best.pth.tar``,
 ``result.json``, and one row per run and method in ``<run.out_dir>/result.csv``. Every write is
@@ -7,6 +10,7 @@ atomic; only rank 0 writes.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -28,6 +32,31 @@ METRICS = "metrics.jsonl"
 RESULT = "result.json"
 RESULT_CSV = "result.csv"
 FORMAT = "dass-train-1"
+
+
+def teacher_dir(cfg, task: str) -> Path:
+    """``<run.checkpoint_dir>/teacher/<task>/``."""
+    return Path(cfg.run.checkpoint_dir) / "teacher" / task
+
+
+def dir_status(d: str | os.PathLike) -> str:
+    """``missing``, ``incomplete``, ``trained`` or ``released`` for a teacher directory (their meaning:
+    :mod:`dass.train.teachers`)."""
+    d = Path(d)
+    ours = (d / CHECKPOINT).is_file() or (d / RESULT).is_file()
+    if not (d / BEST).is_file():
+        return "incomplete" if ours else "missing"
+    if not ours:
+        return "released"
+    return "trained" if (d / RESULT).is_file() else "incomplete"
+
+
+def check_not_released(out_dir: str | os.PathLike) -> None:
+    """Refuse to train into a directory holding a released teacher (docs/method.md#teachers)."""
+    if dir_status(out_dir) == "released":
+        raise CheckpointError(f"{Path(out_dir) / BEST} is a released teacher (no run files of ours): it is used as "
+                              f"is and never retrained or overwritten; to train your own, point "
+                              f"run.checkpoint_dir elsewhere")
 
 
 def arch_slug(arch: Arch) -> str:

@@ -15,30 +15,19 @@ the teacher is not ready, so a corrupt or mismatched ready file is an error nami
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import tempfile
 from pathlib import Path
 
+from ..data.tasks import TaskData
 from ..errors import CheckpointError
+from ..space import SearchSpace
 from .checkpoints import freeze, load_model_checkpoint
-from .runs import BEST, CHECKPOINT, RESULT
+from .engine import train_teacher
+from .runs import BEST, RESULT, dir_status, teacher_dir
 
 READY = ("trained", "released")
-
-
-def teacher_dir(cfg, task: str) -> Path:
-    """``<run.checkpoint_dir>/teacher/<task>/``."""
-    return Path(cfg.run.checkpoint_dir) / "teacher" / task
-
-
-def dir_status(d: str | os.PathLike) -> str:
-    """``missing``, ``incomplete``, ``trained`` or ``released`` for a teacher directory (module docstring)."""
-    d = Path(d)
-    ours = (d / CHECKPOINT).is_file() or (d / RESULT).is_file()
-    if not (d / BEST).is_file():
-        return "incomplete" if ours else "missing"
-    if not ours:
-        return "released"
-    return "trained" if (d / RESULT).is_file() else "incomplete"
 
 
 def teacher_status(cfg, task: str) -> str:
@@ -49,24 +38,27 @@ def is_teacher_ready(cfg, task: str) -> bool:
     return teacher_status(cfg, task) in READY
 
 
-def check_not_released(out_dir: str | os.PathLike) -> None:
-    """Refuse to train into a directory holding a released teacher (docs/method.md#teachers)."""
-    if dir_status(out_dir) == "released":
-        raise CheckpointError(f"{Path(out_dir) / BEST} is a released teacher (no run files of ours): it is used as "
-                              f"is and never retrained or overwritten; to train your own, point "
-                              f"run.checkpoint_dir elsewhere")
-
-
 def load_teacher_file(cfg, path: str | os.PathLike, num_classes: int, device="cpu", require_acc: bool = True):
     """The space's teacher loaded strictly from ``path``, frozen; and its recorded accuracy (percent;
     ``None`` when the file records none and ``require_acc`` is false, e.g. a user's own teacher)."""
-    from ..space import SearchSpace
-
     space = SearchSpace.from_config(cfg)
     model, acc = load_model_checkpoint(path, space.teacher(), num_classes, space.stage_strides,
                                        cfg.run.allow_legacy_pickle, device,
                                        require_acc=require_acc)
     return freeze(model), acc
+
+
+def load_user_teacher(cfg, path: str | os.PathLike, task: TaskData, device="cpu", acc=None):
+    """A teacher given by path (a user's own, or a released one elsewhere), frozen, and its test accuracy:
+    ``acc`` when given, else measured on ``task``'s test split (with the teacher recipe's batch size, as a
+    teacher's accuracy is measured while it trains): the support label must be this split's accuracy."""
+    from ..data.tasks import make_loader
+    from .engine import evaluate
+
+    teacher, _ = load_teacher_file(cfg, path, task.num_classes, device, require_acc=False)
+    if acc is None:
+        acc, _ = evaluate(teacher, make_loader(task, cfg, "test", cfg.teacher.batch_size, device=device), device)
+    return teacher, float(acc)
 
 
 def load_teacher_for(cfg, task: str, num_classes: int, device="cpu"):
@@ -86,8 +78,20 @@ def load_teacher_for(cfg, task: str, num_classes: int, device="cpu"):
 def ensure_teacher(cfg, task: str, data, device="cpu", meta_test: bool = False, progress: bool = True):
     """:func:`load_teacher_for`, training (or resuming) the teacher first only when it is not ready."""
     if not is_teacher_ready(cfg, task):
-        from .engine import train_teacher
-
         train_teacher(data, cfg, out_dir=teacher_dir(cfg, task), device=device, meta_test=meta_test,
                       progress=progress)
     return load_teacher_for(cfg, task, data.num_classes, device)
+
+
+def probe_teacher_accuracy(cfg, arrays: dict) -> float:
+    """The learnability probe of ``make-tasks`` (:mod:`dass.data.generate`): test accuracy (%) of a task's
+    teacher trained exactly as build-db will train it (with ``teacher.lr_meta_test`` when the task is a
+    meta-test task), on CPU (so the task's content does not depend on the machine's accelerator), into a
+    scratch folder. ``arrays`` is an unwritten task (``meta`` and the four arrays)."""
+    task = TaskData(arrays["meta"]["name"], arrays["train_images"], arrays["train_labels"],
+                    arrays["test_images"], arrays["test_labels"], int(arrays["meta"]["num_classes"]))
+    with tempfile.TemporaryDirectory(prefix="dass-probe-") as tmp:
+        # run files and the result.csv row stay in the scratch folder: a probe is not a run
+        scratch = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=tmp))
+        return float(train_teacher(task, scratch, out_dir=Path(tmp) / "teacher", device="cpu",
+                                   meta_test=task.name in cfg.tasks.meta_test, progress=False)["final_acc"])
