@@ -41,6 +41,7 @@ import inspect
 import os
 import posixpath
 import re
+import secrets
 import shutil
 import stat
 import sys
@@ -639,9 +640,16 @@ def _fetch_to(p: PlannedFile, dest: Path, sha256: Optional[str], md5: Optional[s
 
 
 def _stage_file(dest: Path) -> tuple[int, Path]:
+    """A new temporary file next to ``dest`` with the permissions a plain ``open`` gives (the umask's:
+    mkstemp's 0600 would make copied data files unreadable to other users, unlike fetched ones)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    return fd, Path(tmp)
+    for _ in range(100):
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise DownloadError(f"cannot create a temporary file next to {dest}; clean up its folder")
 
 
 def _copy_in(src: Path, dest: Path, sha256: Optional[str], gz: bool, out: Optional[TextIO]) -> Path:

@@ -6,7 +6,7 @@ icon-theme packages (group ``icons``: their usr/share/icons/ into data/sources/i
     python download/download_sources.py                                 # both groups, every package
     python download/download_sources.py --group fonts                   # or: --group icons
     python download/download_sources.py --name fonts-dejavu-core papirus-icon-theme
-    python download/download_sources.py --group icons --from-folder /var/cache/apt/archives   # after apt-get download PKG...
+    python download/download_sources.py --group icons --from-folder /var/cache/apt/archives  # apt-get download ...
     python download/download_sources.py --group fonts --dry-run
 
 Each package is verified against the SHA256 of Debian's Packages index (download/manifest.yaml, whose
