@@ -19,17 +19,29 @@ thin CLIs in ``download/``:
 
 Mirrors: ``DASS_MIRROR=<base>`` (or ``--mirror <base>``) fetches every file from
 ``<base>/<group root>/<path>`` -- a static server over a folder laid out like a finished checkout.
+A local folder is a mirror too (``--from-folder DIR``): each file is taken from ``DIR/<path>``, else
+``DIR/<basename>``, else ``DIR/<basename>.gz`` (gunzipped), copied atomically and verified.
 Every failure is a one-line :class:`DownloadError` naming the file and the URL.
+
+Upstream forms (manifest keys, see download/manifest.yaml): ``gunzip`` entries are published as
+``.gz`` (checked against their ``md5``, decompressed atomically; ``sha256`` pins the decompressed
+file); ``deb`` entries are Debian packages whose files under the group's ``deb_prefix`` are unpacked
+into the group's root (:mod:`dass.debpkg`), after which the ``.deb`` is deleted and a hidden marker
+holding its digest makes re-runs skip it. Groups ``fonts`` and ``icons`` hold such packages (they feed
+:mod:`dass.data.sources`) and are fetched by ``download/download_sources.py``.
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import gzip
 import hashlib
 import http.client
 import inspect
 import os
 import posixpath
 import re
+import secrets
 import shutil
 import stat
 import sys
@@ -40,6 +52,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, TextIO
@@ -53,13 +66,15 @@ from .errors import DassError
 MIRROR_ENV = "DASS_MIRROR"
 DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "download" / "manifest.yaml"
 USER_AGENT = f"dass-downloader/{__version__}"
-GROUPS = ("dataset", "checkpoint", "preprocessed")
+GROUPS = ("dataset", "checkpoint", "preprocessed", "fonts", "icons")
 URL_SCHEMES = ("http", "https", "ftp", "file")
 # Status codes worth another try: the server or a proxy is busy, not the request wrong.
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 30.0
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_ENTRY_KEYS = {"name", "path", "url", "gdrive", "sha256", "extract"}
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_ENTRY_KEYS = {"name", "path", "url", "gdrive", "sha256", "extract", "md5", "gunzip", "deb", "optional"}
+_FLAG_KEYS = ("extract", "gunzip", "deb", "optional")
 
 
 class DownloadError(DassError):
@@ -81,6 +96,10 @@ class FileEntry:
     gdrive: Optional[str] = None
     sha256: Optional[str] = None
     extract: bool = False
+    md5: Optional[str] = None     # digest of the file as fetched from ``url`` (the .gz for gunzip entries)
+    gunzip: bool = False          # ``url`` serves ``<path>.gz``; ``sha256`` pins the decompressed file
+    deb: bool = False             # a Debian package: its ``deb_prefix`` files are unpacked into the root
+    optional: bool = False        # fetched only when named: ``--name all`` skips it
 
     @property
     def source(self) -> str:
@@ -94,16 +113,20 @@ class Group:
     name: str
     root: str
     files: tuple[FileEntry, ...]
+    deb_prefix: Optional[str] = None   # the folder of a package whose files ``deb`` entries unpack
 
     def names(self) -> list[str]:
         return list(dict.fromkeys(f.name for f in self.files))
 
     def select(self, names: Sequence[str]) -> list[FileEntry]:
-        """Files for ``names``; ``all`` selects everything, and a name with no exact match selects
-        the files named ``<name>-<k>`` (so ``tiny_imagenet`` picks the ten split teachers)."""
+        """Files for ``names``; ``all`` selects everything but the ``optional`` entries not also named,
+        and a name with no exact match selects the files named ``<name>-<k>`` (so ``tiny_imagenet``
+        picks the ten split teachers)."""
         names = list(names) or ["all"]
         if "all" in names:
-            return list(self.files)
+            rest = [n for n in names if n != "all"]
+            named = self.select(rest) if rest else []
+            return [f for f in self.files if not f.optional or f in named]
         chosen: list[FileEntry] = []
         for n in names:
             hits = [f for f in self.files if f.name == n] or [f for f in self.files if f.name.startswith(n + "-")]
@@ -146,44 +169,60 @@ def load_manifest(path: Optional[str | os.PathLike] = None) -> dict[str, Group]:
         raise DownloadError(f"manifest {p} is not valid YAML ({first}); fix the file") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("groups"), dict):
         raise DownloadError(f"manifest {p} needs a top-level 'groups:' mapping (see download/manifest.yaml)")
-    groups: dict[str, Group] = {}
-    for gname, g in doc["groups"].items():
-        where = f"manifest {p}: groups.{gname}"
-        if not isinstance(g, dict) or not isinstance(g.get("files"), list):
-            raise DownloadError(f"{where} needs 'root:' and a 'files:' list")
-        root = g.get("root", ".")
-        if not isinstance(root, str) or not root:
-            raise DownloadError(f"{where}.root must be a folder name")
-        files = []
-        for i, e in enumerate(g["files"]):
-            ew = f"{where}.files[{i}]"
-            if not isinstance(e, dict):
-                raise DownloadError(f"{ew} must be a mapping with name/path/url")
-            unknown = sorted(set(e) - _ENTRY_KEYS)
-            if unknown:
-                raise DownloadError(f"{ew} has unknown key(s) {', '.join(unknown)}; allowed: "
-                                    f"{', '.join(sorted(_ENTRY_KEYS))}")
-            name = e.get("name")
-            if not isinstance(name, str) or not name or name == "all":
-                raise DownloadError(f"{ew}.name must be a non-empty string other than 'all'")
-            if (e.get("url") is None) == (e.get("gdrive") is None):
-                raise DownloadError(f"{ew} needs exactly one of 'url' or 'gdrive'")
-            url = _check_url(e["url"], f"{ew}.url") if e.get("url") is not None else None
-            gdrive = e.get("gdrive")
-            if gdrive is not None and (not isinstance(gdrive, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", gdrive)):
-                raise DownloadError(f"{ew}.gdrive '{gdrive}' is not a Google-Drive file id")
-            sha = e.get("sha256")
-            if sha is not None:
-                sha = str(sha).lower()
-                if not _SHA256_RE.match(sha):
-                    raise DownloadError(f"{ew}.sha256 must be 64 hex digits (got '{e['sha256']}')")
-            extract = e.get("extract", False)
-            if not isinstance(extract, bool):
-                raise DownloadError(f"{ew}.extract must be true or false")
-            files.append(FileEntry(name=name, path=_relpath(e.get("path"), f"{ew}.path"), url=url,
-                                   gdrive=gdrive, sha256=sha, extract=extract))
-        groups[str(gname)] = Group(name=str(gname), root=root, files=tuple(files))
-    return groups
+    return {str(gname): _parse_group(str(gname), g, f"manifest {p}: groups.{gname}")
+            for gname, g in doc["groups"].items()}
+
+
+def _parse_group(gname: str, g, where: str) -> Group:
+    if not isinstance(g, dict) or not isinstance(g.get("files"), list):
+        raise DownloadError(f"{where} needs 'root:' and a 'files:' list")
+    root = g.get("root", ".")
+    if not isinstance(root, str) or not root:
+        raise DownloadError(f"{where}.root must be a folder name")
+    prefix = g.get("deb_prefix")
+    if prefix is not None:
+        prefix = _relpath(prefix, f"{where}.deb_prefix")
+    files = tuple(_parse_entry(e, f"{where}.files[{i}]") for i, e in enumerate(g["files"]))
+    if prefix is None and any(f.deb for f in files):
+        raise DownloadError(f"{where} has deb entries but no 'deb_prefix:' (the package folder to unpack, "
+                            f"e.g. usr/share/fonts)")
+    return Group(name=gname, root=root, files=files, deb_prefix=prefix)
+
+
+def _digest_key(e: dict, key: str, pattern: re.Pattern, digits: int, ew: str) -> Optional[str]:
+    value = e.get(key)
+    if value is None:
+        return None
+    if not pattern.match(str(value).lower()):
+        raise DownloadError(f"{ew}.{key} must be {digits} hex digits (got '{value}')")
+    return str(value).lower()
+
+
+def _parse_entry(e, ew: str) -> FileEntry:
+    if not isinstance(e, dict):
+        raise DownloadError(f"{ew} must be a mapping with name/path/url")
+    unknown = sorted(set(e) - _ENTRY_KEYS)
+    if unknown:
+        raise DownloadError(f"{ew} has unknown key(s) {', '.join(unknown)}; allowed: "
+                            f"{', '.join(sorted(_ENTRY_KEYS))}")
+    name = e.get("name")
+    if not isinstance(name, str) or not name or name == "all":
+        raise DownloadError(f"{ew}.name must be a non-empty string other than 'all'")
+    if (e.get("url") is None) == (e.get("gdrive") is None):
+        raise DownloadError(f"{ew} needs exactly one of 'url' or 'gdrive'")
+    url = _check_url(e["url"], f"{ew}.url") if e.get("url") is not None else None
+    gdrive = e.get("gdrive")
+    if gdrive is not None and (not isinstance(gdrive, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", gdrive)):
+        raise DownloadError(f"{ew}.gdrive '{gdrive}' is not a Google-Drive file id")
+    flags = {k: e.get(k, False) for k in _FLAG_KEYS}
+    for k, v in flags.items():
+        if not isinstance(v, bool):
+            raise DownloadError(f"{ew}.{k} must be true or false")
+    if sum((flags["extract"], flags["gunzip"], flags["deb"])) > 1:
+        raise DownloadError(f"{ew} may set only one of extract / gunzip / deb")
+    return FileEntry(name=name, path=_relpath(e.get("path"), f"{ew}.path"), url=url, gdrive=gdrive,
+                     sha256=_digest_key(e, "sha256", _SHA256_RE, 64, ew),
+                     md5=_digest_key(e, "md5", _MD5_RE, 32, ew), **flags)
 
 
 def mirror_url(base: str, rel: str) -> str:
@@ -210,11 +249,17 @@ def resolve_source(group: Group, entry: FileEntry, mirror: Optional[str] = None,
 
 # ------------------------------------------------------------------------------------------ fetch
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+    return _digests(path, chunk_size)[0]
+
+
+def _digests(path: str | os.PathLike, chunk_size: int = 1 << 20) -> tuple[str, str]:
+    """``(sha256, md5)`` of a file in one read."""
+    h, m = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk_size), b""):
             h.update(block)
-    return h.hexdigest()
+            m.update(block)
+    return h.hexdigest(), m.hexdigest()
 
 
 def _say(msg: str, out: Optional[TextIO] = None) -> None:
@@ -284,14 +329,16 @@ def _one_attempt(url: str, part: Path, timeout: float, chunk_size: int, progress
         raise _Transient(f"connection closed after {offset + received} of {offset + expected} bytes")
 
 
-def _commit(staged: Path, dest: Path, sha256: Optional[str], source: str, out: Optional[TextIO]) -> Path:
+def _commit(staged: Path, dest: Path, sha256: Optional[str], source: str, out: Optional[TextIO],
+            md5: Optional[str] = None) -> Path:
     """Verify ``staged`` and rename it to ``dest``; a bad digest deletes it and raises."""
-    digest = sha256_file(staged)
-    if sha256 and digest != sha256.lower():
-        staged.unlink()
-        raise DownloadError(f"sha256 mismatch for {dest} from {source}: expected {sha256.lower()}, got {digest}; "
-                            f"the download was deleted -- re-run, or check the mirror / the manifest digest")
-    if not sha256:
+    digest, md5_got = _digests(staged)
+    for kind, want, got in (("md5", md5, md5_got), ("sha256", sha256, digest)):
+        if want and got != want.lower():
+            staged.unlink()
+            raise DownloadError(f"{kind} mismatch for {dest} from {source}: expected {want.lower()}, got {got}; "
+                                f"the download was deleted -- re-run, or check the mirror / the manifest digest")
+    if not sha256 and not md5:
         _say(f"sha256 {digest}  {dest}  (no digest pinned; add it to the manifest to verify future downloads)", out)
     os.replace(staged, dest)
     return dest
@@ -299,8 +346,10 @@ def _commit(staged: Path, dest: Path, sha256: Optional[str], source: str, out: O
 
 def fetch(url: str, dest: str | os.PathLike, sha256: Optional[str] = None, *, retries: int = 3,
           timeout: float = 60.0, backoff: float = 1.0, progress: Optional[bool] = None,
-          chunk_size: int = 1 << 16, out: Optional[TextIO] = None) -> Path:
+          chunk_size: int = 1 << 16, out: Optional[TextIO] = None, md5: Optional[str] = None) -> Path:
     """Download ``url`` to ``dest`` (resuming ``<dest>.part``), verify, rename atomically; return ``dest``.
+
+    ``sha256`` and ``md5`` (either may be None) pin the fetched bytes.
 
     ``retries`` extra attempts follow a transient failure (connection refused/reset/timeout, short body,
     HTTP 408/429/5xx), sleeping ``backoff * 2**k`` seconds (capped) in between; each one resumes the
@@ -316,7 +365,7 @@ def fetch(url: str, dest: str | os.PathLike, sha256: Optional[str] = None, *, re
             time.sleep(min(backoff * 2 ** (k - 1), MAX_BACKOFF_S))
         try:
             _one_attempt(url, part, timeout, chunk_size, _progress_on(progress), dest.name)
-            return _commit(part, dest, sha256, url, out)
+            return _commit(part, dest, sha256, url, out, md5)
         except urllib.error.HTTPError as e:
             last = f"HTTP {e.code} {e.reason}"
             e.close()
@@ -334,7 +383,8 @@ def fetch(url: str, dest: str | os.PathLike, sha256: Optional[str] = None, *, re
 
 
 def fetch_gdrive(file_id: str, dest: str | os.PathLike, sha256: Optional[str] = None, *, retries: int = 3,
-                 timeout: float = 60.0, progress: Optional[bool] = None, out: Optional[TextIO] = None) -> Path:
+                 timeout: float = 60.0, progress: Optional[bool] = None, out: Optional[TextIO] = None,
+                 md5: Optional[str] = None) -> Path:
     """Download a Google-Drive file id with gdown (it handles Drive's confirmation pages and resume)
     into ``<dest>.gdrive``, then verify and rename like :func:`fetch`."""
     dest = Path(dest)
@@ -360,7 +410,7 @@ def fetch_gdrive(file_id: str, dest: str | os.PathLike, sha256: Optional[str] = 
     if result is None or not staged.is_file():
         raise DownloadError(f"Google-Drive download of {dest} from {where} produced no file; check the id or "
                             f"the file's sharing settings, or set {MIRROR_ENV}")
-    return _commit(staged, dest, sha256, where, out)
+    return _commit(staged, dest, sha256, where, out, md5)
 
 
 # ---------------------------------------------------------------------------------------- archives
@@ -397,8 +447,13 @@ def _check_zip(zf: zipfile.ZipFile, archive: Path) -> None:
 
 
 def _check_tar(tf: tarfile.TarFile, archive: Path) -> None:
+    _check_members(tf.getmembers(), archive)
+
+
+def _check_members(members: Iterable[tarfile.TarInfo], archive: Path) -> None:
+    """Refuse (raise) unless every tar member stays inside the folder it is extracted into."""
     links: set[tuple[str, ...]] = set()
-    for m in tf.getmembers():
+    for m in members:
         parts = tuple(_member_parts(m.name, archive))
         for i in range(1, len(parts)):
             if parts[:i] in links:  # writing through an earlier link could land anywhere
@@ -474,26 +529,64 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[
 @dataclass(frozen=True)
 class PlannedFile:
     entry: FileEntry
-    kind: str       # "http" | "gdrive"
-    source: str     # URL or Drive id
+    kind: str       # "http" | "gdrive" | "folder"
+    source: str     # URL, Drive id or local folder
     dest: Path
+    root: Path = Path(".")      # the group's destination folder (a deb entry unpacks into it)
+    upstream: bool = True       # the source serves the published form: ``md5`` and ``gunzip`` apply
 
     def describe(self) -> str:
-        return self.source if self.kind == "http" else f"https://drive.google.com/uc?id={self.source}"
+        if self.kind == "gdrive":
+            return f"https://drive.google.com/uc?id={self.source}"
+        if self.kind == "folder":
+            found = self.local()
+            return str(found[0]) if found else f"{self.source} (no {posixpath.basename(self.entry.path)} there)"
+        return self.source
+
+    def local(self) -> Optional[tuple[Path, bool]]:
+        """For a folder source: ``(file, is_gz)`` from ``DIR/<path>``, ``DIR/<basename>`` or
+        ``DIR/<basename>.gz``, or None when the folder has none of them. A package is also found under
+        the name apt gives a version with an epoch (``pkg_1%3a2.0-1_all.deb`` for pool's ``pkg_2.0-1_all.deb``)."""
+        folder, base = Path(self.source), posixpath.basename(self.entry.path)
+        tries = [(folder / self.entry.path, False), (folder / base, False)]
+        if self.entry.deb and "_" in base:
+            head, tail = base.split("_", 1)
+            tries += [(f, False) for f in sorted(folder.glob(f"{glob.escape(head)}_*%3a{glob.escape(tail)}"))]
+        elif not self.entry.deb:
+            tries.append((folder / (base + ".gz"), True))
+        return next(((f, gz) for f, gz in tries if f.is_file()), None)
+
+    def staged(self) -> Path:
+        """Where the fetched bytes land: ``<dest>.gz`` for a gunzip entry fetched upstream."""
+        return self.dest.with_name(self.dest.name + ".gz") if self.entry.gunzip and self.upstream else self.dest
+
+
+def _mirror_base(mirror: Optional[str]) -> str:
+    return mirror if mirror else os.environ.get(MIRROR_ENV, "").strip()
 
 
 def plan(group: Group, entries: Iterable[FileEntry], root: Optional[str | os.PathLike] = None,
-         mirror: Optional[str] = None, url: Optional[str] = None) -> list[PlannedFile]:
-    """Where each entry comes from and goes to (nothing is fetched)."""
+         mirror: Optional[str] = None, url: Optional[str] = None,
+         from_folder: Optional[str | os.PathLike] = None) -> list[PlannedFile]:
+    """Where each entry comes from and goes to (nothing is fetched). ``from_folder`` beats every URL."""
     entries = list(entries)
     if url and len(entries) != 1:
         raise DownloadError(f"--url gives one file but the selection has {len(entries)}; pick one --name "
                             f"or use --mirror for several")
+    if from_folder is not None and (url or mirror):
+        raise DownloadError("--from-folder takes every file from that folder; drop --url / --mirror")
+    if from_folder is not None and not Path(from_folder).is_dir():
+        raise DownloadError(f"--from-folder {from_folder} is not a folder; pass the folder that holds the files "
+                            f"(e.g. /usr/share/datasets/fashion-mnist or /var/cache/apt/archives)")
     base = Path(root) if root is not None else Path(group.root)
     out = []
     for e in entries:
+        if from_folder is not None:
+            out.append(PlannedFile(e, "folder", str(from_folder), base / e.path, base, upstream=False))
+            continue
         kind, source = resolve_source(group, e, mirror, url)
-        out.append(PlannedFile(e, kind, source, base / e.path))
+        # a mirror holds the checkout layout (the decompressed file); only the entry's URL (or --url) is upstream
+        out.append(PlannedFile(e, kind, source, base / e.path, base, upstream=bool(url) or not _mirror_base(mirror)))
     return out
 
 
@@ -501,40 +594,172 @@ def _marker(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.extracted")
 
 
+def _write_marker(marker: Path, digest: str) -> None:
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(digest + "\n")
+    os.replace(tmp, marker)  # a marker is whole or absent: a kill never marks a half-unpacked package
+
+
+def _unpacked(p: PlannedFile) -> bool:
+    """A deb entry whose package was unpacked before (its marker holds the pinned digest)."""
+    marker = _marker(p.dest)
+    return marker.is_file() and (not p.entry.sha256 or marker.read_text().strip() == p.entry.sha256)
+
+
+def _state(p: PlannedFile) -> str:
+    part = p.staged().with_name(p.staged().name + ".part")
+    if p.entry.deb and _unpacked(p):
+        return "unpacked"
+    if p.dest.exists():
+        return "present"
+    if p.kind == "folder":
+        return "to copy" if p.local() else "missing in the folder"
+    return f"partial {part.stat().st_size} B, resumes" if part.exists() else "to fetch"
+
+
+def _dry_run(planned: list[PlannedFile], out: Optional[TextIO]) -> None:
+    todo = 0
+    for p in planned:
+        state = _state(p)
+        todo += state not in ("present", "unpacked")
+        e = p.entry
+        flags = "".join(f" [{flag}]" for flag, on in (
+            ("sha256 pinned", e.sha256), ("md5 pinned", e.md5 and p.upstream), ("extract", e.extract),
+            ("gunzip", e.gunzip and p.upstream), ("deb", e.deb)) if on)
+        _say(f"{p.describe()} -> {p.dest} ({state}){flags}", out)
+    _say(f"dry run: {len(planned)} file(s), {todo} to fetch", out)
+
+
+def _fetch_to(p: PlannedFile, dest: Path, sha256: Optional[str], md5: Optional[str], net: dict,
+              out: Optional[TextIO]) -> Path:
+    """One download from ``p``'s URL or Drive id into ``dest``, verified against what is given."""
+    if p.kind == "gdrive":
+        net = {k: v for k, v in net.items() if k != "backoff"}
+        return fetch_gdrive(p.source, dest, sha256, md5=md5, out=out, **net)
+    return fetch(p.source, dest, sha256, md5=md5, out=out, **net)
+
+
+def _stage_file(dest: Path) -> tuple[int, Path]:
+    """A new temporary file next to ``dest`` with the permissions a plain ``open`` gives (the umask's:
+    mkstemp's 0600 would make copied data files unreadable to other users, unlike fetched ones)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise DownloadError(f"cannot create a temporary file next to {dest}; clean up its folder")
+
+
+def _copy_in(src: Path, dest: Path, sha256: Optional[str], gz: bool, out: Optional[TextIO]) -> Path:
+    """Copy (or gunzip) ``src`` into a temporary file next to ``dest``, verify it, rename it to ``dest``."""
+    fd, tmp = _stage_file(dest)
+    try:
+        with os.fdopen(fd, "wb") as f, (gzip.open(src, "rb") if gz else open(src, "rb")) as g:
+            shutil.copyfileobj(g, f, 1 << 20)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        tmp.unlink(missing_ok=True)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        what = "decompress" if gz else "copy"
+        raise DownloadError(f"cannot {what} {src} into {dest} ({first}); if it is truncated, delete it and "
+                            f"fetch it again") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _commit(tmp, dest, sha256, str(src), out)
+
+
+def _missing_in_folder(p: PlannedFile) -> DownloadError:
+    base = posixpath.basename(p.entry.path)
+    alts = f"{p.entry.path}, {base}" + ("" if p.entry.deb else f" or {base}.gz")
+    hint = ("apt-get download it there, or drop --from-folder" if p.entry.deb else
+            "put it there or drop --from-folder to fetch it from its URL")
+    return DownloadError(f"folder {p.source} has no {alts} for {p.dest}; {hint}")
+
+
+def _obtain(p: PlannedFile, net: dict, out: Optional[TextIO]) -> None:
+    """Bring one non-package file to ``p.dest``: fetched (and gunzipped), or copied from a folder."""
+    e = p.entry
+    if p.kind == "folder":
+        found = p.local()
+        if found is None:
+            raise _missing_in_folder(p)
+        _copy_in(found[0], p.dest, e.sha256, found[1], out)
+        return
+    if not (e.gunzip and p.upstream):
+        _fetch_to(p, p.dest, e.sha256, e.md5 if p.upstream else None, net, out)
+        return
+    gz = p.staged()
+    if not (gz.is_file() and (not e.md5 or _digests(gz)[1] == e.md5)):  # a .gz left by a killed gunzip is reused
+        _fetch_to(p, gz, None, e.md5, net, out)
+    try:
+        _copy_in(gz, p.dest, e.sha256, True, out)
+    finally:
+        gz.unlink(missing_ok=True)  # done with, or bad: a re-run fetches it again
+
+
+def _get_deb(p: PlannedFile, group: Group, net: dict, force: bool, out: Optional[TextIO]) -> None:
+    """Fetch (or find) one package, verify it, unpack its ``deb_prefix`` files into the group's root."""
+    from .debpkg import unpack_deb  # imported on use: only the fonts/icons groups need it
+
+    e = p.entry
+    if not force and _unpacked(p):
+        _say(f"{p.dest.name} was already unpacked into {p.root}; skipped (--force unpacks it again)", out)
+        return
+    if p.kind == "folder":
+        found = p.local()
+        if found is None:
+            raise _missing_in_folder(p)
+        src, digest = found[0], sha256_file(found[0])
+        if e.sha256 and digest != e.sha256:
+            raise DownloadError(f"{src} is not the package the manifest pins for {e.name} (sha256 {digest}, expected "
+                                f"{e.sha256}); fetch that version, or regenerate the entries with "
+                                f"download/debian_entries.py")
+    else:
+        if force or not p.dest.is_file() or (e.sha256 and sha256_file(p.dest) != e.sha256):
+            _say(f"fetching {p.dest} from {p.describe()}", out)
+            _fetch_to(p, p.dest, e.sha256, e.md5 if p.upstream else None, net, out)
+        src, digest = p.dest, sha256_file(p.dest)
+    written, skipped = unpack_deb(src, p.root, group.deb_prefix or "")
+    _write_marker(_marker(p.dest), digest)
+    if src == p.dest:
+        p.dest.unlink()  # its files are unpacked and the marker keeps its digest: the package is not needed
+    note = f"; {skipped} link(s) leaving {group.deb_prefix} skipped" if skipped else ""
+    _say(f"unpacked {len(written)} file(s) of {src.name} into {p.root}{note}", out)
+
+
 def download_group(group: Group, names: Sequence[str] = ("all",), root: Optional[str | os.PathLike] = None,
                    mirror: Optional[str] = None, url: Optional[str] = None, *, retries: int = 3,
                    timeout: float = 60.0, backoff: float = 1.0, progress: Optional[bool] = None,
-                   force: bool = False, dry_run: bool = False, out: Optional[TextIO] = None) -> list[Path]:
+                   force: bool = False, dry_run: bool = False, out: Optional[TextIO] = None,
+                   from_folder: Optional[str | os.PathLike] = None) -> list[Path]:
     """Fetch (and unpack) the selected files of ``group``; re-running skips what is already complete.
 
     A present file is kept when it matches its pinned sha256 (or none is pinned); ``force`` re-fetches.
     An archive is unpacked next to itself once; a hidden ``.<archive>.extracted`` marker holding the
-    archive's digest makes re-runs skip it. Returns the final paths of the selected files.
+    archive's digest makes re-runs skip it (a package's marker outlives the package, which is deleted
+    once unpacked). ``from_folder`` takes every file from a local folder instead of its URL (module
+    doc). Returns the final paths of the selected files.
     """
-    planned = plan(group, group.select(names), root, mirror, url)
+    planned = plan(group, group.select(names), root, mirror, url, from_folder)
     if dry_run:
-        for p in planned:
-            state = "present" if p.dest.exists() else (
-                f"partial {p.dest.with_name(p.dest.name + '.part').stat().st_size} B, resumes"
-                if p.dest.with_name(p.dest.name + ".part").exists() else "to fetch")
-            flags = (" [sha256 pinned]" if p.entry.sha256 else "") + (" [extract]" if p.entry.extract else "")
-            _say(f"{p.describe()} -> {p.dest} ({state}){flags}", out)
-        todo = sum(not p.dest.exists() for p in planned)
-        _say(f"dry run: {len(planned)} file(s), {todo} to fetch", out)
+        _dry_run(planned, out)
         return [p.dest for p in planned]
+    net = dict(retries=retries, timeout=timeout, backoff=backoff, progress=progress)
     for p in planned:
+        if p.entry.deb:
+            _get_deb(p, group, net, force, out)
+            continue
         fresh = force or not p.dest.exists()
         if not fresh and p.entry.sha256 and sha256_file(p.dest) != p.entry.sha256:
             _say(f"{p.dest} does not match its pinned sha256; fetching it again", out)
             fresh = True
         if fresh:
-            _say(f"fetching {p.dest} from {p.describe()}", out)
-            if p.kind == "gdrive":
-                fetch_gdrive(p.source, p.dest, p.entry.sha256, retries=retries, timeout=timeout,
-                             progress=progress, out=out)
-            else:
-                fetch(p.source, p.dest, p.entry.sha256, retries=retries, timeout=timeout, backoff=backoff,
-                      progress=progress, out=out)
+            _say(f"{'copying' if p.kind == 'folder' else 'fetching'} {p.dest} from {p.describe()}", out)
+            _obtain(p, net, out)
         else:
             _say(f"{p.dest} is present; skipped (--force fetches it again)", out)
         if p.entry.extract:
@@ -551,22 +776,40 @@ def download_group(group: Group, names: Sequence[str] = ("all",), root: Optional
 
 # -------------------------------------------------------------------------------------------- CLI
 _DESCRIPTIONS = {
-    "dataset": "Download the authors' datasets (numpy arrays, docs/method.md#benchmark) into data/<name>/.",
+    "dataset": "Download the authors' datasets (numpy arrays, docs/method.md#benchmark) into data/<name>/, "
+               "and Fashion-MNIST (by name: --name fashion_mnist) into data/fashion_mnist/.",
     "checkpoint": "Download the authors' trained ResNet42 teachers into checkpoint/teacher/<task>/model_best.pth.tar.",
     "preprocessed": "Download and unpack the authors' preprocessed meta-training database (preprocessed/...).",
+    "fonts": "the Debian font packages (their usr/share/fonts/ into data/sources/fonts/)",
+    "icons": "the Debian icon-theme packages (their usr/share/icons/ into data/sources/icons/)",
 }
+_FROM_FOLDER_HELP = ("take every file from this folder instead of its URL: DIR/<path>, DIR/<basename> or "
+                     "DIR/<basename>.gz, e.g. /usr/share/datasets/fashion-mnist (apt-get install "
+                     "dataset-fashion-mnist) or /var/cache/apt/archives (.deb files from apt-get download)")
 
 
-def build_parser(group: str, prog: Optional[str] = None) -> argparse.ArgumentParser:
+def _description(choices: Sequence[str]) -> str:
+    if len(choices) == 1:
+        return _DESCRIPTIONS.get(choices[0], f"Download the '{choices[0]}' files of the manifest.")
+    return "Download and unpack " + "; ".join(_DESCRIPTIONS.get(c, c) for c in choices) + "."
+
+
+def build_parser(group: str | Sequence[str], prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The download CLI of one group, or of several (then ``--group`` chooses, default all)."""
+    choices = [group] if isinstance(group, str) else list(group)
     ap = argparse.ArgumentParser(
-        prog=prog, description=_DESCRIPTIONS.get(group, f"Download the '{group}' files of the manifest."),
+        prog=prog, description=_description(choices),
         epilog=f"Mirrors: set {MIRROR_ENV}=<base URL> (or --mirror) to fetch <base>/<root>/<path> for every file.")
+    if len(choices) > 1:
+        ap.add_argument("--group", choices=[*choices, "all"], default="all",
+                        help=f"which group of the manifest ({', '.join(choices)} or all; default all)")
     ap.add_argument("--name", nargs="+", default=["all"],
                     help="what to fetch: 'all' or names from the manifest (see --dry-run); default all")
     ap.add_argument("--root", "--dir_path", dest="root", default=None,
                     help="destination folder (default: the manifest group's root)")
     ap.add_argument("--manifest", default=None, help=f"manifest file (default {DEFAULT_MANIFEST})")
     ap.add_argument("--mirror", default=None, help=f"base URL of a mirror (overrides ${MIRROR_ENV})")
+    ap.add_argument("--from-folder", dest="from_folder", default=None, metavar="DIR", help=_FROM_FOLDER_HELP)
     ap.add_argument("--url", default=None, help="explicit URL for the one selected file")
     ap.add_argument("--dry-run", action="store_true", help="list what would be fetched, fetch nothing")
     ap.add_argument("--force", action="store_true", help="fetch again even if the file is present")
@@ -577,17 +820,47 @@ def build_parser(group: str, prog: Optional[str] = None) -> argparse.ArgumentPar
     return ap
 
 
-def main(group: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
-    """Entry point of the ``download/download_<group>.py`` scripts; returns the exit status."""
-    args = build_parser(group, prog).parse_args(argv)
-    try:
-        groups = load_manifest(args.manifest)
-        if group not in groups:
-            raise DownloadError(f"manifest {args.manifest or DEFAULT_MANIFEST} has no group '{group}'; "
+def _names_per_group(groups: list[Group], names: Sequence[str]) -> dict[str, list[str]]:
+    """Which of ``names`` each group fetches; with one group it gets them all (its select() reports
+    an unknown name)."""
+    names = list(names) or ["all"]
+    if len(groups) == 1 or "all" in names:
+        return {g.name: names for g in groups}
+    chosen: dict[str, list[str]] = {}
+    for n in names:
+        owners = [g for g in groups if n in g.names() or any(m.startswith(n + "-") for m in g.names())]
+        if not owners:
+            raise DownloadError(f"unknown --name '{n}' for {' / '.join(g.name for g in groups)}; choose from: all "
+                                f"or a name that --dry-run lists")
+        for g in owners:
+            chosen.setdefault(g.name, []).append(n)
+    return chosen
+
+
+def _run_cli(args: argparse.Namespace, choices: Sequence[str]) -> None:
+    groups = load_manifest(args.manifest)
+    wanted = list(choices) if getattr(args, "group", "all") == "all" else [args.group]
+    for g in wanted:
+        if g not in groups:
+            raise DownloadError(f"manifest {args.manifest or DEFAULT_MANIFEST} has no group '{g}'; "
                                 f"it has: {', '.join(groups) or 'none'}")
-        download_group(groups[group], args.name, args.root, args.mirror, args.url, retries=args.retries,
+    per_group = _names_per_group([groups[g] for g in wanted], args.name)
+    if len(per_group) > 1 and (args.root or args.url):
+        raise DownloadError(f"--root / --url apply to one group but the selection spans {', '.join(per_group)}; "
+                            f"pick one with --group")
+    for g, names in per_group.items():
+        download_group(groups[g], names, args.root, args.mirror, args.url, retries=args.retries,
                        timeout=args.timeout, backoff=args.backoff, progress=False if args.no_progress else None,
-                       force=args.force, dry_run=args.dry_run)
+                       force=args.force, dry_run=args.dry_run, from_folder=args.from_folder)
+
+
+def main(group: str | Sequence[str], argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """Entry point of the ``download/download_<what>.py`` scripts; returns the exit status. ``group`` is
+    one manifest group, or several that ``--group`` chooses from (download_sources.py: fonts, icons)."""
+    choices = [group] if isinstance(group, str) else list(group)
+    args = build_parser(choices, prog).parse_args(argv)
+    try:
+        _run_cli(args, choices)
     except DassError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -391,8 +391,10 @@ def test_authors_manifest_lists_their_files():
     groups = dl.load_manifest()
     ds, ck, pre = groups["dataset"], groups["checkpoint"], groups["preprocessed"]
     assert ds.root == "data" and ck.root == "checkpoint/teacher" and pre.root == "."
-    assert ds.names() == ["tiny_imagenet", "cub", "dtd", "quickdraw", "stanford_cars"]
-    assert len(ds.select(["tiny_imagenet"])) == 14 and len(ds.files) == 14 + 4 * 4
+    assert ds.names() == ["tiny_imagenet", "cub", "dtd", "quickdraw", "stanford_cars", "fashion_mnist"]
+    assert len(ds.select(["tiny_imagenet"])) == 14 and len(ds.files) == 14 + 4 * 4 + 4
+    assert len(ds.select(["all"])) == 14 + 4 * 4  # all = the authors' release; Fashion-MNIST only by name
+    assert len(ds.select(["all", "fashion_mnist"])) == 14 + 4 * 4 + 4
     assert {f.path for f in ds.select(["dtd"])} == {f"dtd/{s}_{k}.npy" for s in ("train", "test")
                                                      for k in ("images", "labels")}
     assert [f.path for f in ck.select(["tiny_imagenet"])] == [f"tiny_imagenet-{k}/model_best.pth.tar"
@@ -412,7 +414,11 @@ def test_authors_manifest_lists_their_files():
     ({"name": "a", "path": "x"}, "exactly one of"),
     ({"name": "a", "path": "x", "url": "not a url"}, "is not a URL"),
     ({"name": "a", "path": "x", "url": "http://h/x", "sha256": "abc"}, "64 hex digits"),
-    ({"name": "a", "path": "x", "url": "http://h/x", "md5": "abc"}, "unknown key"),
+    ({"name": "a", "path": "x", "url": "http://h/x", "sha1": "abc"}, "unknown key"),
+    ({"name": "a", "path": "x", "url": "http://h/x", "md5": "abc"}, "32 hex digits"),
+    ({"name": "a", "path": "x", "url": "http://h/x", "gunzip": "yes"}, "true or false"),
+    ({"name": "a", "path": "x", "url": "http://h/x", "gunzip": True, "extract": True}, "only one of"),
+    ({"name": "a", "path": "x.deb", "url": "http://h/x", "deb": True}, "no 'deb_prefix:'"),
     ({"name": "all", "path": "x", "url": "http://h/x"}, "other than 'all'"),
 ])
 def test_bad_manifest_entries_are_refused(tmp_path, entry, match):
@@ -574,3 +580,271 @@ def test_cli_errors_exit_2_with_one_line(server, tmp_path):
     assert sorted(p.name for p in (work / "r").iterdir()) == ["evil.zip"]  # nothing extracted
     r = run_cli("download_dataset.py", "--name", "imagenet", "--dry-run", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: unknown --name 'imagenet'")
+
+
+# ------------------------------------------------------------------ gunzip entries, md5, --from-folder
+def gz(data: bytes) -> bytes:
+    import gzip
+    return gzip.compress(data, mtime=0)
+
+
+def md5(b: bytes) -> str:
+    return hashlib.md5(b).hexdigest()
+
+
+def test_gunzip_entry_is_fetched_as_gz_checked_by_md5_and_decompressed(server, tmp_path):
+    idx = payload(30_000, seed=20)
+    packed = server.put("up/train-images-idx3-ubyte.gz", gz(idx))
+    entry = {"name": "fm", "path": "fm/train-images-idx3-ubyte", "url": server.url("up/train-images-idx3-ubyte.gz"),
+             "gunzip": True, "md5": md5(packed), "sha256": sha(idx)}
+    group = dl.load_manifest(write_manifest(tmp_path / "m.yaml", {"dataset": {"root": "data", "files": [entry]}}))
+    out = io.StringIO()
+    got = dl.download_group(group["dataset"], ["fm"], tmp_path / "d", retries=0, progress=False, out=out)
+    assert got == [tmp_path / "d/fm/train-images-idx3-ubyte"] and got[0].read_bytes() == idx
+    assert sorted(p.name for p in (tmp_path / "d/fm").iterdir()) == ["train-images-idx3-ubyte"]  # .gz removed
+    assert "no digest pinned" not in out.getvalue()
+    dl.download_group(group["dataset"], ["fm"], tmp_path / "d", retries=0, progress=False, out=io.StringIO())
+    assert len(server.requests) == 1  # present and matching its sha256: not fetched again
+
+
+def test_wrong_md5_is_an_error_and_leaves_nothing(server, tmp_path):
+    packed = server.put("x.gz", gz(b"idx bytes"))
+    entry = {"name": "fm", "path": "fm/x", "url": server.url("x.gz"), "gunzip": True, "md5": "0" * 32}
+    group = dl.load_manifest(write_manifest(tmp_path / "m.yaml", {"dataset": {"root": "data", "files": [entry]}}))
+    with pytest.raises(DownloadError) as ei:
+        dl.download_group(group["dataset"], ["fm"], tmp_path / "d", retries=0, progress=False, out=io.StringIO())
+    msg = str(ei.value)
+    assert "md5 mismatch" in msg and md5(packed) in msg and server.url("x.gz") in msg and "\n" not in msg
+    assert list((tmp_path / "d/fm").iterdir()) == []  # neither x, x.gz nor a .part
+
+
+def test_gunzip_entry_from_a_mirror_is_the_decompressed_file(server, tmp_path):
+    idx = server.put("data/fm/x", payload(5000, seed=21))  # a mirror holds the checkout layout
+    entry = {"name": "fm", "path": "fm/x", "url": "http://127.0.0.1:9/x.gz", "gunzip": True, "md5": "0" * 32,
+             "sha256": sha(idx)}
+    group = dl.load_manifest(write_manifest(tmp_path / "m.yaml", {"dataset": {"root": "data", "files": [entry]}}))
+    dl.download_group(group["dataset"], ["fm"], tmp_path / "d", mirror=server.base, retries=0, progress=False,
+                      out=io.StringIO())
+    assert (tmp_path / "d/fm/x").read_bytes() == idx  # no md5 (it pins the upstream .gz), no gunzip
+
+
+def folder_group(tmp_path: Path, entries: list[dict]) -> dl.Group:
+    return dl.load_manifest(write_manifest(tmp_path / "m.yaml", {"dataset": {"root": "data", "files": entries}}))[
+        "dataset"]
+
+
+def test_from_folder_takes_plain_files_and_gz_files(tmp_path):
+    folder = tmp_path / "share"
+    folder.mkdir()
+    a, b = payload(3000, seed=22), payload(4000, seed=23)
+    (folder / "a-idx").write_bytes(a)               # by basename
+    (folder / "b-idx.gz").write_bytes(gz(b))        # only the .gz: gunzipped
+    group = folder_group(tmp_path, [
+        {"name": "fm", "path": "fm/a-idx", "url": "http://127.0.0.1:9/a.gz", "gunzip": True, "md5": "0" * 32,
+         "sha256": sha(a)},
+        {"name": "fm", "path": "fm/b-idx", "url": "http://127.0.0.1:9/b.gz", "gunzip": True, "sha256": sha(b)}])
+    got = dl.download_group(group, ["fm"], tmp_path / "d", from_folder=folder, progress=False, out=io.StringIO())
+    assert [p.read_bytes() for p in got] == [a, b]  # the md5 of the upstream .gz is not asked of a folder
+    assert leftovers(tmp_path / "d") == [] and (folder / "b-idx.gz").exists()  # the folder is left as it was
+    out = io.StringIO()
+    dl.download_group(group, ["fm"], tmp_path / "d", from_folder=folder, dry_run=True, out=out)
+    assert "(present)" in out.getvalue() and "0 to fetch" in out.getvalue()
+
+
+def test_from_folder_checks_sha256_and_names_a_missing_file(tmp_path):
+    folder = tmp_path / "share"
+    folder.mkdir()
+    (folder / "a").write_bytes(b"not what was pinned")
+    group = folder_group(tmp_path, [{"name": "a", "path": "x/a", "url": "http://127.0.0.1:9/a", "sha256": "f" * 64},
+                                    {"name": "c", "path": "x/c", "url": "http://127.0.0.1:9/c"}])
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        dl.download_group(group, ["a"], tmp_path / "d", from_folder=folder, progress=False, out=io.StringIO())
+    assert list((tmp_path / "d/x").iterdir()) == []
+    with pytest.raises(DownloadError) as ei:
+        dl.download_group(group, ["c"], tmp_path / "d", from_folder=folder, progress=False, out=io.StringIO())
+    msg = str(ei.value)
+    assert f"folder {folder} has no x/c, c or c.gz" in msg and "\n" not in msg
+    with pytest.raises(DownloadError, match="is not a folder"):
+        dl.download_group(group, ["c"], tmp_path / "d", from_folder=tmp_path / "nope", out=io.StringIO())
+    with pytest.raises(DownloadError, match="drop --url / --mirror"):
+        dl.download_group(group, ["c"], tmp_path / "d", mirror="http://m", from_folder=folder, out=io.StringIO())
+
+
+def test_cli_from_folder(tmp_path):
+    folder = tmp_path / "share"
+    folder.mkdir()
+    data = payload(2000, seed=24)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gz(data))
+    m = write_manifest(tmp_path / "m.yaml", {"dataset": {"root": "data", "files": [
+        {"name": "fm", "path": "fashion_mnist/t10k-labels-idx1-ubyte", "url": "http://127.0.0.1:9/x.gz",
+         "gunzip": True, "sha256": sha(data)}]}})
+    work = tmp_path / "w"
+    work.mkdir()
+    r = run_cli("download_dataset.py", "--manifest", str(m), "--name", "fm", "--from-folder", str(folder), cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (work / "data/fashion_mnist/t10k-labels-idx1-ubyte").read_bytes() == data
+    r = run_cli("download_dataset.py", "--manifest", str(m), "--from-folder", str(tmp_path / "empty"), cwd=work)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is not a folder" in r.stderr
+
+
+def test_fashion_mnist_entries_and_dry_run(tmp_path):
+    fm = dl.load_manifest()["dataset"].select(["fashion_mnist"])
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    assert [f.path for f in fm] == [f"fashion_mnist/{n}" for n in names]
+    assert all(f.gunzip and f.optional and f.md5 and f.sha256 for f in fm)
+    assert fm[0].md5 == "8d4fb7e6c68d591d4c3dfef9ec88bf0d"
+    assert fm[3].sha256 == "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
+    r = run_cli("download_dataset.py", "--name", "fashion_mnist", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for n in names:
+        assert (f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{n}.gz -> data/fashion_mnist/{n} "
+                f"(to fetch) [sha256 pinned] [md5 pinned] [gunzip]") in r.stdout
+    assert "dry run: 4 file(s), 4 to fetch" in r.stdout and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------- Debian packages
+def ar_archive(members: list[tuple[str, bytes]]) -> bytes:
+    out = [b"!<arch>\n"]
+    for name, data in members:
+        out.append(f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n".encode())
+        out.append(data + (b"\n" if len(data) % 2 else b""))
+    return b"".join(out)
+
+
+def tar_xz(files: dict[str, bytes], links: list[tuple[str, str]] = (), dirs: list[str] = ()) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz") as tf:
+        for d in dirs:
+            ti = tarfile.TarInfo(d)
+            ti.type = tarfile.DIRTYPE
+            ti.mode = 0o755
+            tf.addfile(ti)
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+        for name, target in links:
+            ti = tarfile.TarInfo(name)
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = target
+            tf.addfile(ti)
+    return buf.getvalue()
+
+
+FONT = b"\x00\x01\x00\x00 a tiny pretend font"
+FONT_DIR = "./usr/share/fonts/truetype/x"
+
+
+def make_deb(files: dict[str, bytes], links: list[tuple[str, str]] = ()) -> bytes:
+    dirs = ["./", "./usr/", "./usr/share/", "./usr/share/fonts/", "./usr/share/fonts/truetype/", FONT_DIR + "/"]
+    return ar_archive([("debian-binary", b"2.0\n"), ("control.tar.xz", tar_xz({"./control": b"Package: x\n"})),
+                       ("data.tar.xz", tar_xz(files, links, dirs))])
+
+
+def fonts_manifest(tmp_path: Path, deb_bytes: bytes, url: str, name: str = "fonts-x") -> dl.Group:
+    entry = {"name": name, "path": f"{name}_1.0-1_all.deb", "url": url, "sha256": sha(deb_bytes), "deb": True}
+    m = write_manifest(tmp_path / "m.yaml", {"fonts": {"root": "data/sources/fonts", "deb_prefix": "usr/share/fonts",
+                                                        "files": [entry]}})
+    return dl.load_manifest(m)["fonts"]
+
+
+def good_deb() -> bytes:
+    return make_deb({f"{FONT_DIR}/X.ttf": FONT, "./usr/share/doc/fonts-x/copyright": b"GPL"},
+                    [(f"{FONT_DIR}/Y.ttf", "X.ttf"),                                    # inside: kept
+                     (f"{FONT_DIR}/W.ttf", "/usr/share/fonts/truetype/x/X.ttf"),        # absolute, inside: relative
+                     (f"{FONT_DIR}/Z.ttf", "../../../doc/fonts-x/copyright"),           # leaves the prefix: skipped
+                     ("./usr/share/doc/fonts-x/link", "copyright")])                    # outside the prefix anyway
+
+
+def test_deb_is_fetched_verified_unpacked_and_skipped_on_rerun(server, tmp_path):
+    deb = server.put("pool/f/fonts-x_1.0-1_all.deb", good_deb())
+    group = fonts_manifest(tmp_path, deb, server.url("pool/f/fonts-x_1.0-1_all.deb"))
+    root = tmp_path / "fonts"
+    out = io.StringIO()
+    dl.download_group(group, root=root, retries=0, progress=False, out=out)
+    x = root / "truetype/x"
+    assert (x / "X.ttf").read_bytes() == FONT and (x / "Y.ttf").read_bytes() == FONT
+    assert os.readlink(x / "Y.ttf") == "X.ttf" and os.readlink(x / "W.ttf") == "X.ttf"
+    assert not os.path.lexists(x / "Z.ttf") and not (root / "doc").exists() and not (root / "usr").exists()
+    assert "1 link(s) leaving usr/share/fonts skipped" in out.getvalue()
+    assert sorted(p.name for p in root.iterdir()) == [".fonts-x_1.0-1_all.deb.extracted", "truetype"]  # .deb gone
+    assert (root / ".fonts-x_1.0-1_all.deb.extracted").read_text().strip() == sha(deb)
+    (x / "X.ttf").write_bytes(b"edited")
+    out = io.StringIO()
+    dl.download_group(group, root=root, retries=0, progress=False, out=out)
+    assert "already unpacked" in out.getvalue() and len(server.requests) == 1
+    assert (x / "X.ttf").read_bytes() == b"edited"  # a re-run neither downloads nor clobbers
+
+
+def test_deb_with_an_unsafe_member_is_refused_whole(server, tmp_path):
+    evil = make_deb({f"{FONT_DIR}/X.ttf": FONT, "../evil": b"x"})
+    server.put("evil.deb", evil)
+    group = fonts_manifest(tmp_path, evil, server.url("evil.deb"))
+    root = tmp_path / "w" / "fonts"
+    with pytest.raises(DownloadError) as ei:
+        dl.download_group(group, root=root, retries=0, progress=False, out=io.StringIO())
+    assert "unsafe member '../evil'" in str(ei.value) and "refusing" in str(ei.value) and "\n" not in str(ei.value)
+    assert sorted(p.name for p in root.iterdir()) == ["fonts-x_1.0-1_all.deb"]  # nothing unpacked, no marker
+    assert not (tmp_path / "w" / "evil").exists()
+
+
+def test_deb_with_a_device_or_a_bad_container_is_refused(tmp_path):
+    from dass.debpkg import select_members, unpack_deb
+
+    dev = tarfile.TarInfo("./usr/share/fonts/dev")
+    dev.type = tarfile.CHRTYPE
+    with pytest.raises(DownloadError, match="device"):
+        select_members([dev], "usr/share/fonts", tmp_path / "p.deb")
+    bad = tmp_path / "bad.deb"
+    bad.write_bytes(good_deb()[:300])
+    with pytest.raises(DownloadError, match="truncated"):
+        unpack_deb(bad, tmp_path / "t", "usr/share/fonts")
+    (tmp_path / "plain.deb").write_bytes(b"PK not a deb")
+    with pytest.raises(DownloadError, match="not a Debian package"):
+        unpack_deb(tmp_path / "plain.deb", tmp_path / "t", "usr/share/fonts")
+
+
+def test_cli_sources_from_an_apt_archive_folder(tmp_path):
+    deb = good_deb()
+    folder = tmp_path / "archives"
+    folder.mkdir()
+    (folder / "fonts-x_1%3a1.0-1_all.deb").write_bytes(deb)  # apt's name for a version with an epoch
+    group = {"root": "data/sources/fonts", "deb_prefix": "usr/share/fonts", "files": [
+        {"name": "fonts-x", "path": "fonts-x_1.0-1_all.deb", "url": "http://127.0.0.1:9/x.deb", "sha256": sha(deb),
+         "deb": True}]}
+    m = write_manifest(tmp_path / "m.yaml", {"fonts": group, "icons": {**group, "deb_prefix": "usr/share/icons",
+                                                                       "root": "data/sources/icons"}})
+    work = tmp_path / "w"
+    work.mkdir()
+    r = run_cli("download_sources.py", "--manifest", str(m), "--group", "fonts", "--from-folder", str(folder),
+                cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (work / "data/sources/fonts/truetype/x/X.ttf").read_bytes() == FONT
+    assert (folder / "fonts-x_1%3a1.0-1_all.deb").exists()  # a folder's package is read in place, not moved
+    assert not (work / "data/sources/icons").exists()
+    r = run_cli("download_sources.py", "--manifest", str(m), "--dry-run", cwd=work)
+    assert r.returncode == 0 and "(unpacked) [sha256 pinned] [deb]" in r.stdout
+    assert "dry run: 1 file(s), 0 to fetch" in r.stdout and "dry run: 1 file(s), 1 to fetch" in r.stdout  # fonts, icons
+    r = run_cli("download_sources.py", "--manifest", str(m), "--name", "nope", "--dry-run", cwd=work)
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown --name 'nope' for fonts / icons")
+
+
+def test_debian_entries_match_the_manifest():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import debian_entries as de
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    groups = dl.load_manifest()
+    for gname, pkgs in de.GROUPS.items():
+        g = groups[gname]
+        assert g.names() == pkgs and g.deb_prefix == f"usr/share/{gname}" and g.root == f"data/sources/{gname}"
+        assert all(f.deb and f.sha256 and f.url.startswith(de.POOL_URL + "pool/") for f in g.files)
+        assert all(f.url.endswith("/" + f.path) for f in g.files)
+    stanza = ("Package: fonts-x\nVersion: 1:1.0-1\nFilename: pool/main/f/fonts-x/fonts-x_1.0-1_all.deb\n"
+              "Description: x\n more\nSHA256: " + "ab" * 32 + "\n\nPackage: fonts-x\nVersion: 0.9\n")
+    fields = de.parse_stanza(stanza)
+    assert fields["Version"] == "1:1.0-1"
+    line = de.entry_line("fonts-x", fields)
+    assert line.strip() == ('- {name: fonts-x, path: fonts-x_1.0-1_all.deb, url: "http://deb.debian.org/debian/'
+                            'pool/main/f/fonts-x/fonts-x_1.0-1_all.deb", sha256: ' + "ab" * 32 + ", deb: true}")
