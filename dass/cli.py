@@ -32,6 +32,7 @@ COMMANDS = {
     "meta-test": ("dass.commands.meta_test", "evaluate the predictor and the baselines on unseen tasks"),
     "search": ("dass.commands.search", "rank candidate students on a task and pick the best"),
     "demo": ("dass.commands.demo", "run the whole pipeline on the embedded default"),
+    "download": ("dass.commands.download", "fetch datasets, teachers, the authors' database or the image sources"),
 }
 
 
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dass", description="DaSS: distillation-aware student search.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
+        if getattr(_load(name), "OWN_PARSER", False):   # parses its own arguments (dass download)
+            sub.add_parser(name, help=help_, description=help_, add_help=False)
+            continue
         sp = sub.add_parser(name, help=help_, description=help_)
         default = f"default: the built-in {DEFAULT_CONFIGS[name]}" if name in DEFAULT_CONFIGS else \
             "default: the built-in defaults, the paper's settings"
@@ -76,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["download"]:
+        return _load("download").run_download(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

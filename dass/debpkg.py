@@ -4,7 +4,7 @@ A ``.deb`` is an ``ar`` archive of ``debian-binary`` ("2.0"), ``control.tar.*`` 
 (plain, gz, xz, bz2, or zst when the ``zstandard`` module is installed). :func:`unpack_deb` reads the
 ar container itself, decompresses the data archive into a staging folder and extracts only the files
 under one prefix (``usr/share/fonts`` for the font packages, ``usr/share/icons`` for the icon themes)
-with that prefix stripped. Every member goes through the checks of :func:`dass.download.safe_extract`
+with that prefix stripped. Every member goes through the checks of :func:`dass.archives.safe_extract`
 first: an absolute or ``..`` path, or a device file, anywhere in the package refuses the whole package
 before anything is written; a link whose target leaves the prefix (icon themes link into other
 packages' folders) is skipped and counted instead, since it would dangle or point outside the root.
@@ -24,7 +24,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .download import DownloadError, _check_members, _member_parts, _merge_tree
+from .archives import check_members, member_parts, merge_tree
+from .errors import DownloadError
 
 AR_MAGIC = b"!<arch>\n"
 _AR_HEADER = 60
@@ -125,7 +126,7 @@ def select_members(members: list[tarfile.TarInfo], prefix: str, deb: Path) -> tu
     prefix = prefix.strip("/")
     keep, skipped = [], 0
     for m in members:
-        parts = _member_parts(m.name, deb)
+        parts = member_parts(m.name, deb)
         if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
             raise DownloadError(f"archive {deb} has a device/fifo member '{m.name}'; refusing to extract anything "
                                 f"from it")
@@ -136,7 +137,7 @@ def select_members(members: list[tarfile.TarInfo], prefix: str, deb: Path) -> tu
             skipped += 1
         else:
             keep.append(new)
-    _check_members(keep, deb)  # a second look at what will really be written (links through links, ...)
+    check_members(keep, deb)  # a second look at what will really be written (links through links, ...)
     return keep, skipped
 
 
@@ -159,7 +160,7 @@ def unpack_deb(deb: str | os.PathLike, target: str | os.PathLike, prefix: str) -
                 tf.extractall(tree, members=keep, filter="data")
             else:
                 tf.extractall(tree, members=keep)
-        return _merge_tree(tree, target), skipped
+        return merge_tree(tree, target), skipped
     except tarfile.TarError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DownloadError(f"package {deb} has a corrupt or unsafe data archive ({first}); delete it and fetch it "

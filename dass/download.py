@@ -2,7 +2,7 @@
 
 Formats: docs/method.md#benchmark, #file-formats; what is missing from the release: #authors-compat.
 
-The file list lives in ``download/manifest.yaml`` (data, not code), grouped by the script that fetches
+The file list lives in ``dass/download_manifest.yaml`` (data, not code), grouped by the script that fetches
 it: ``dataset``, ``checkpoint``, ``preprocessed``. This module is the machinery shared by the three
 thin CLIs in ``download/``:
 
@@ -12,7 +12,7 @@ thin CLIs in ``download/``:
   the sha256 is verified when the manifest pins one (and printed otherwise, so it can be pinned), and
   only a complete, verified file is renamed to its final name (``os.replace``: atomic).
 - :func:`fetch_gdrive` -- the same contract for a Google-Drive file id, through ``gdown``.
-- :func:`safe_extract` -- unpacks .zip / .tar(.gz|.bz2|.xz) after checking EVERY member first: an
+- :func:`dass.archives.safe_extract` -- unpacks .zip / .tar(.gz|.bz2|.xz) after checking EVERY member first: an
   absolute path, a ``..`` component, a link whose target leaves the folder, a member reached through
   a link, or a device file refuses the whole archive before anything is written.
 - :func:`download_group` / :func:`main` -- what the CLIs run (selection, mirrors, dry run).
@@ -23,7 +23,7 @@ A local folder is a mirror too (``--from-folder DIR``): each file is taken from 
 ``DIR/<basename>``, else ``DIR/<basename>.gz`` (gunzipped), copied atomically and verified.
 Every failure is a one-line :class:`DownloadError` naming the file and the URL.
 
-Upstream forms (manifest keys, see download/manifest.yaml): ``gunzip`` entries are published as
+Upstream forms (manifest keys, see dass/download_manifest.yaml): ``gunzip`` entries are published as
 ``.gz`` (checked against their ``md5``, decompressed atomically; ``sha256`` pins the decompressed
 file); ``deb`` entries are Debian packages whose files under the group's ``deb_prefix`` are unpacked
 into the group's root (:mod:`dass.debpkg`), after which the ``.deb`` is deleted and a hidden marker
@@ -43,17 +43,14 @@ import posixpath
 import re
 import secrets
 import shutil
-import stat
 import sys
-import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 import zlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, TextIO
 
@@ -61,10 +58,13 @@ import yaml
 from tqdm import tqdm
 
 from . import __version__
-from .errors import DassError
+from .archives import safe_extract
+from .errors import DassError, DownloadError
+from .io import sha256_file
 
 MIRROR_ENV = "DASS_MIRROR"
-DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "download" / "manifest.yaml"
+# package data (dass/download_manifest.yaml), so an installed package downloads as a checkout does
+DEFAULT_MANIFEST = Path(str(resources.files("dass").joinpath("download_manifest.yaml")))
 USER_AGENT = f"dass-downloader/{__version__}"
 GROUPS = ("dataset", "checkpoint", "preprocessed", "fonts", "icons")
 URL_SCHEMES = ("http", "https", "ftp", "file")
@@ -75,10 +75,6 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _ENTRY_KEYS = {"name", "path", "url", "gdrive", "sha256", "extract", "md5", "gunzip", "deb", "optional"}
 _FLAG_KEYS = ("extract", "gunzip", "deb", "optional")
-
-
-class DownloadError(DassError):
-    """A download, checksum, manifest or archive problem (one line naming the file and the URL)."""
 
 
 class _Transient(Exception):
@@ -158,7 +154,7 @@ def _check_url(url, where: str) -> str:
 
 
 def load_manifest(path: Optional[str | os.PathLike] = None) -> dict[str, Group]:
-    """Read and validate a manifest (default ``download/manifest.yaml``); see that file for the format."""
+    """Read and validate a manifest (default ``dass/download_manifest.yaml``); see that file for the format."""
     p = Path(path) if path is not None else DEFAULT_MANIFEST
     if not p.is_file():
         raise DownloadError(f"manifest {p} does not exist; pass --manifest with an existing file")
@@ -168,7 +164,7 @@ def load_manifest(path: Optional[str | os.PathLike] = None) -> dict[str, Group]:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DownloadError(f"manifest {p} is not valid YAML ({first}); fix the file") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("groups"), dict):
-        raise DownloadError(f"manifest {p} needs a top-level 'groups:' mapping (see download/manifest.yaml)")
+        raise DownloadError(f"manifest {p} needs a top-level 'groups:' mapping (see dass/download_manifest.yaml)")
     return {str(gname): _parse_group(str(gname), g, f"manifest {p}: groups.{gname}")
             for gname, g in doc["groups"].items()}
 
@@ -248,10 +244,6 @@ def resolve_source(group: Group, entry: FileEntry, mirror: Optional[str] = None,
 
 
 # ------------------------------------------------------------------------------------------ fetch
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    return _digests(path, chunk_size)[0]
-
-
 def _digests(path: str | os.PathLike, chunk_size: int = 1 << 20) -> tuple[str, str]:
     """``(sha256, md5)`` of a file in one read."""
     h, m = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
@@ -414,117 +406,6 @@ def fetch_gdrive(file_id: str, dest: str | os.PathLike, sha256: Optional[str] = 
 
 
 # ---------------------------------------------------------------------------------------- archives
-def _archive_kind(path: Path) -> str:
-    n = path.name.lower()
-    if n.endswith(".zip"):
-        return "zip"
-    if n.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")):
-        return "tar"
-    if zipfile.is_zipfile(path):
-        return "zip"
-    if tarfile.is_tarfile(path):
-        return "tar"
-    raise DownloadError(f"{path} is neither a zip nor a tar archive; set extract: false in the manifest")
-
-
-def _member_parts(name: str, archive: Path) -> list[str]:
-    """Validated path components of an archive member (empty list = the archive root itself)."""
-    bad = (name.startswith(("/", "\\")) or bool(re.match(r"^[A-Za-z]:", name)) or "\x00" in name)
-    parts = [p for p in re.split(r"[\\/]+", name) if p not in ("", ".")]
-    if bad or ".." in parts:
-        raise DownloadError(f"archive {archive} has an unsafe member '{name}' (absolute or '..' path); "
-                            f"refusing to extract anything from it")
-    return parts
-
-
-def _check_zip(zf: zipfile.ZipFile, archive: Path) -> None:
-    for info in zf.infolist():
-        _member_parts(info.filename, archive)
-        # zipfile never creates links, it would write the link text as a file: refuse instead of guessing.
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise DownloadError(f"archive {archive} has a symlink member '{info.filename}'; "
-                                f"refusing to extract anything from it")
-
-
-def _check_tar(tf: tarfile.TarFile, archive: Path) -> None:
-    _check_members(tf.getmembers(), archive)
-
-
-def _check_members(members: Iterable[tarfile.TarInfo], archive: Path) -> None:
-    """Refuse (raise) unless every tar member stays inside the folder it is extracted into."""
-    links: set[tuple[str, ...]] = set()
-    for m in members:
-        parts = tuple(_member_parts(m.name, archive))
-        for i in range(1, len(parts)):
-            if parts[:i] in links:  # writing through an earlier link could land anywhere
-                raise DownloadError(f"archive {archive} member '{m.name}' goes through a link; "
-                                    f"refusing to extract anything from it")
-        if m.issym() or m.islnk():
-            target = m.linkname
-            base = posixpath.dirname("/".join(parts)) if m.issym() else ""  # hard links are archive-relative
-            resolved = posixpath.normpath(posixpath.join(base, target.replace("\\", "/"))) if target else ""
-            if (not target or target.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", target)
-                    or resolved == ".." or resolved.startswith("../")):
-                kind = "symlink" if m.issym() else "hard link"
-                raise DownloadError(f"archive {archive} has a {kind} '{m.name}' -> '{target}' that leaves the "
-                                    f"target folder; refusing to extract anything from it")
-            links.add(parts)
-        elif not (m.isfile() or m.isdir()):
-            raise DownloadError(f"archive {archive} has a device/fifo member '{m.name}'; "
-                                f"refusing to extract anything from it")
-
-
-def _merge_tree(stage: Path, target: Path) -> list[Path]:
-    """Move everything under ``stage`` into ``target`` file by file (os.replace: atomic per file)."""
-    written: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(stage):
-        dest_dir = target / Path(dirpath).relative_to(stage)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        dirnames[:] = [d for d in dirnames if d not in linked]  # move links, never descend them
-        for n in filenames + linked:
-            dst = dest_dir / n
-            if dst.is_dir() and not dst.is_symlink():
-                raise DownloadError(f"cannot extract {dst}: a folder of that name exists; move it away")
-            os.replace(os.path.join(dirpath, n), dst)
-            written.append(dst)
-    return written
-
-
-def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[Path]:
-    """Unpack ``archive`` into ``target`` and return the paths written.
-
-    Every member is checked before anything is written (see module doc); the archive is unpacked into
-    a hidden staging folder inside ``target`` and moved into place only when complete, so a corrupt or
-    unsafe archive leaves ``target`` as it was.
-    """
-    archive, target = Path(archive), Path(target)
-    if not archive.is_file():
-        raise DownloadError(f"archive {archive} does not exist; download it first")
-    kind = _archive_kind(archive)
-    target.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extract", dir=target))
-    try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as zf:
-                _check_zip(zf, archive)
-                zf.extractall(stage)
-        else:
-            with tarfile.open(archive) as tf:
-                _check_tar(tf, archive)
-                if hasattr(tarfile, "data_filter"):  # second line of defence (Python >= 3.11.4)
-                    tf.extractall(stage, filter="data")
-                else:
-                    tf.extractall(stage)
-        return _merge_tree(stage, target)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zipfile.LargeZipFile) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DownloadError(f"archive {archive} is corrupt or unsafe ({first}); delete it and download it again") \
-            from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
 # ------------------------------------------------------------------------------------- high level
 @dataclass(frozen=True)
 class PlannedFile:
@@ -794,7 +675,7 @@ def _description(choices: Sequence[str]) -> str:
     return "Download and unpack " + "; ".join(_DESCRIPTIONS.get(c, c) for c in choices) + "."
 
 
-def build_parser(group: str | Sequence[str], prog: Optional[str] = None) -> argparse.ArgumentParser:
+def download_parser(group: str | Sequence[str], prog: Optional[str] = None) -> argparse.ArgumentParser:
     """The download CLI of one group, or of several (then ``--group`` chooses, default all)."""
     choices = [group] if isinstance(group, str) else list(group)
     ap = argparse.ArgumentParser(
@@ -858,7 +739,7 @@ def main(group: str | Sequence[str], argv: Optional[Sequence[str]] = None, prog:
     """Entry point of the ``download/download_<what>.py`` scripts; returns the exit status. ``group`` is
     one manifest group, or several that ``--group`` chooses from (download_sources.py: fonts, icons)."""
     choices = [group] if isinstance(group, str) else list(group)
-    args = build_parser(choices, prog).parse_args(argv)
+    args = download_parser(choices, prog).parse_args(argv)
     try:
         _run_cli(args, choices)
     except DassError as e:

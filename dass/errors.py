@@ -31,3 +31,7 @@ class CheckpointError(DassError):
 
 class ArchError(DassError, ValueError):
     """An architecture that is not a member of the search space."""
+
+
+class DownloadError(DassError):
+    """A download, checksum, manifest or archive problem (one line naming the file and the URL)."""

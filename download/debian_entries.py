@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Regenerate the ``fonts`` and ``icons`` groups of download/manifest.yaml from Debian's package index.
+"""Regenerate the ``fonts`` and ``icons`` groups of dass/download_manifest.yaml from Debian's package index.
 
     python download/debian_entries.py            # print the generated entries
-    python download/debian_entries.py --write    # replace them in download/manifest.yaml
+    python download/debian_entries.py --write    # replace them in dass/download_manifest.yaml
 
 Run it on a Debian bookworm machine after ``apt-get update``. For every package below it asks
 ``apt-cache show --no-all-versions PKG`` (the candidate version only) for ``Filename`` and ``SHA256`` --
@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-MANIFEST = Path(__file__).resolve().parent / "manifest.yaml"
+MANIFEST = Path(__file__).resolve().parent.parent / "dass" / "download_manifest.yaml"
 POOL_URL = "http://deb.debian.org/debian/"
 INDENT = " " * 6
 
@@ -116,7 +116,7 @@ def replace_block(text: str, group: str, new_block: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Regenerate the fonts/icons entries of download/manifest.yaml "
+    ap = argparse.ArgumentParser(description="Regenerate the fonts/icons entries of dass/download_manifest.yaml "
                                              "from apt-cache (Debian bookworm).")
     ap.add_argument("--write", action="store_true", help=f"replace the entries in {MANIFEST} (default: print them)")
     ap.add_argument("--manifest", type=Path, default=MANIFEST, help="the manifest to rewrite")

@@ -9,21 +9,21 @@ icon-theme packages (group ``icons``: their usr/share/icons/ into data/sources/i
     python download/download_sources.py --group icons --from-folder /var/cache/apt/archives  # apt-get download ...
     python download/download_sources.py --group fonts --dry-run
 
-Each package is verified against the SHA256 of Debian's Packages index (download/manifest.yaml, whose
+Each package is verified against the SHA256 of Debian's Packages index (dass/download_manifest.yaml, whose
 entries download/debian_entries.py regenerates), unpacked safely, then deleted; a hidden
 .<package>.extracted marker keeps its digest so that a re-run skips it.
 Fashion-MNIST, the third source, is a dataset: python download/download_dataset.py --name fashion_mnist.
 
-A thin CLI over dass.download (resume, retries, sha256, mirrors: see download/manifest.yaml).
+A thin CLI over dass.download (resume, retries, sha256, mirrors: see dass/download_manifest.yaml).
 Exit status 2 with a one-line "error: ..." on stderr for any problem the user can fix.
 """
 import sys
-from pathlib import Path
 
-# Runnable as a plain script from anywhere: make the repository's dass package importable.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from dass.download import main  # noqa: E402
+try:   # the installed package (pip install -e . in the checkout, or bash script/setup_env.sh)
+    from dass.download import main
+except ImportError:
+    sys.exit("error: the dass package is not installed; run `pip install -e .` in the checkout (or "
+             "`source script/setup_env.sh`) first")
 
 if __name__ == "__main__":
     sys.exit(main(("fonts", "icons"), prog="download_sources.py"))

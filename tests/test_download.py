@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 
 from dass import download as dl
-from dass.download import DownloadError
-from dass.errors import DassError
+from dass.archives import safe_extract
+from dass.errors import DassError, DownloadError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "download"
@@ -330,7 +330,7 @@ def test_normal_zip_and_tar_are_extracted(tmp_path):
     files = {"preprocessed/ours/meta_train/a.pt": b"AAA", "preprocessed/search/cub.pt": b"BB", "top.txt": b"t"}
     for arc in (make_zip(tmp_path / "p.zip", files), make_tar(tmp_path / "p.tar.gz", files)):
         target = tmp_path / ("t_" + arc.name.replace(".", "_"))
-        written = dl.safe_extract(arc, target)
+        written = safe_extract(arc, target)
         assert sorted(p.relative_to(target).as_posix() for p in written) == sorted(files)
         for name, data in files.items():
             assert (target / name).read_bytes() == data
@@ -339,7 +339,7 @@ def test_normal_zip_and_tar_are_extracted(tmp_path):
 
 def test_tar_link_inside_the_folder_is_allowed(tmp_path):
     arc = make_tar(tmp_path / "ok.tar", {"d/real.txt": b"r"}, [("d/alias.txt", "real.txt", tarfile.SYMTYPE)])
-    dl.safe_extract(arc, tmp_path / "t")
+    safe_extract(arc, tmp_path / "t")
     assert (tmp_path / "t" / "d" / "alias.txt").read_bytes() == b"r"
 
 
@@ -366,7 +366,7 @@ def test_unsafe_archive_member_refuses_everything(tmp_path, case):
     arc = UNSAFE[case](src)
     target = tmp_path / "work" / "target"
     with pytest.raises(DownloadError) as ei:
-        dl.safe_extract(arc, target)
+        safe_extract(arc, target)
     assert str(arc) in str(ei.value) and "refusing" in str(ei.value) and "\n" not in str(ei.value)
     assert list(target.iterdir()) == []                    # not even the safe member
     assert not (tmp_path / "work" / "evil.txt").exists()
@@ -377,7 +377,7 @@ def test_corrupt_archive_is_a_one_line_error(tmp_path):
     arc = tmp_path / "bad.zip"
     arc.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DownloadError, match="corrupt"):
-        dl.safe_extract(arc, tmp_path / "t")
+        safe_extract(arc, tmp_path / "t")
 
 
 # ------------------------------------------------------------------------------ manifest & groups

@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parent.parent / "dass"
 
 LAYERS = [
     ("base", ["dass", "dass.errors", "dass.io", "dass.seeds", "dass.parallel", "dass.config", "dass.space",
-              "dass.layout", "dass.metrics", "dass.stats", "dass.download"]),
+              "dass.layout", "dass.metrics", "dass.stats", "dass.archives", "dass.debpkg", "dass.download"]),
     ("data", ["dass.data", "dass.data.*"]),
     ("models", ["dass.nets", "dass.remap", "dass.embed", "dass.fastembed", "dass.students"]),
     ("training", ["dass.train", "dass.train.*"]),

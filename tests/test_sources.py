@@ -17,7 +17,8 @@ from PIL import Image
 
 from dass.data import sources
 from dass.data.sources import fashion_mnist, fonts, icons
-from dass.data.sources.pool import Pool, load_pool, pool_for, save_pool, split_groups
+from dass.data.sources.cache import pool_for
+from dass.data.sources.pool import Pool, load_pool, save_pool, split_groups
 from dass.data.sources.subsets import make_subset_task
 from dass.data.tasks import validate_arrays
 from dass.errors import ConfigError, DataError

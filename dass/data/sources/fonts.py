@@ -27,7 +27,8 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from ...errors import ConfigError, DataError
-from .pool import Pool, sha256_file
+from ...io import sha256_file
+from .pool import Pool
 
 DEFAULT_CHARS = string.digits + string.ascii_uppercase + string.ascii_lowercase
 FONT_SUFFIXES = (".ttf", ".otf")

@@ -2,15 +2,11 @@
 
 The *group* is the unit that train and test are split by (a font family, an icon theme, Fashion-MNIST's
 official train/test files), so that no family or theme lends images to both sides of a task
-(:func:`split_groups`). Pools are slow to render and are cached as one ``.npz`` per source, size and
-parameters (:func:`pool_for`); the cache stores the spec it was built from -- source, parameters, image
-size, library versions and a digest of every source file's sha256 -- and is rebuilt when any of these
-changes.
+(:func:`split_groups`). Pools are slow to render and are cached (:mod:`dass.data.sources.cache`).
 """
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -22,7 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from ...errors import ConfigError, DataError
-from ...io import atomic_write_bytes
+from ...io import atomic_write_bytes, sha256_file
 
 POOL_FORMAT = 1
 _ARRAYS = ("images", "labels", "groups", "classes", "group_names", "source", "meta")
@@ -91,14 +87,6 @@ def load_pool(path: str | os.PathLike) -> Pool:
 
 
 # ----------------------------------------------------------------------------------------- provenance
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_records(root: Path, paths: Iterable[Path]) -> list[dict]:
     """``[{"path": relative to root, "sha256"}]`` for provenance (the same real file is hashed once)."""
     cache: dict[str, str] = {}
@@ -125,52 +113,6 @@ def provenance_digest(pool: Pool) -> str:
 def source_key(source: str) -> int:
     """A stable integer for a source name (RNG streams must not depend on Python's hash seed)."""
     return zlib.crc32(source.encode())
-
-
-# ------------------------------------------------------------------------------------------ caching
-def _spec(source: str, root: Path, image_size: int, params: dict) -> dict:
-    from . import SOURCE_FILES, VERSIONS
-
-    files = file_records(root, SOURCE_FILES[source](root, **params))
-    return {"format": POOL_FORMAT, "source": source, "image_size": int(image_size), "params": params,
-            "versions": VERSIONS[source](), "files": _digest(files), "num_files": len(files)}
-
-
-def _check_param_names(source: str, reader, params: dict) -> None:
-    sig = inspect.signature(reader).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
-        return
-    allowed = [n for n in sig if n not in ("root", "image_size", "progress")]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for image source '{source}'; it takes: "
-                          f"{', '.join(allowed) or 'none'}")
-
-
-def pool_for(source: str, root: str | os.PathLike, image_size: int, cache_dir: str | os.PathLike, *,
-             progress: bool = False, **params) -> Pool:
-    """The pool of ``source`` read from ``root`` at ``image_size``, from ``cache_dir`` when a cached pool
-    was built from the same spec (module doc), else read, cached atomically and returned."""
-    from . import SOURCES
-
-    if source not in SOURCES:
-        raise ConfigError(f"unknown image source '{source}'; use one of {', '.join(SOURCES)}")
-    _check_param_names(source, SOURCES[source], params)
-    params = json.loads(json.dumps(params))   # tuples -> lists: the spec compares as stored
-    root = Path(root)
-    spec = _spec(source, root, image_size, params)
-    cache = Path(cache_dir) / f"{source}-{int(image_size)}px-{_digest(params)[:12]}.npz"
-    if cache.is_file():
-        try:
-            pool = load_pool(cache)
-            if pool.meta.get("spec") == spec:
-                return pool
-        except DataError:
-            pass  # a torn or foreign cache file is rebuilt like a stale one
-    pool = SOURCES[source](root, image_size, progress=progress, **params)
-    pool.meta["spec"] = spec
-    save_pool(pool, cache)
-    return pool
 
 
 # -------------------------------------------------------------------------------------------- split
