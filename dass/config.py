@@ -51,6 +51,37 @@ class SpaceConfig:
 
 
 @dataclass
+class SourceConfig:
+    """The class-subset tasks ``<source>-<k>`` of one real image source (dass.data.sources,
+    docs/method.md#benchmark). Each task draws its classes and its training images per class from
+    ``(seed, source, k)``; its test images are all images of groups (font families, icon themes,
+    Fashion-MNIST's official test file) that no training image comes from."""
+
+    root: str = ""                  # the source's raw files; "" = its place under data.root (dass download --group ...)
+    num_classes: list[int] = field(default_factory=lambda: [5, 10])        # classes per task, inclusive range
+    train_per_class: list[int] = field(default_factory=lambda: [10, 50])   # training images per class, drawn per task
+    test_per_class: int = 0         # at most this many test images per class; 0 = every one
+    test_fraction: float = 0.3      # the share of groups held out for test (Fashion-MNIST: its official split)
+    seed: int = 0
+    # a task is redrawn until its teacher reaches this many times chance (the probe of make-tasks); 0 = no probe
+    min_x_chance: float = 0.0
+    max_per_group: int = 4          # fonts: at most this many fonts of one family
+    min_groups: int = 12            # icons: an icon name is a class when at least this many themes draw it
+
+
+def _fonts() -> SourceConfig:
+    return SourceConfig(num_classes=[10, 30], train_per_class=[15, 60])
+
+
+def _icons() -> SourceConfig:
+    return SourceConfig(num_classes=[10, 30], train_per_class=[10, 30])
+
+
+def _fashion() -> SourceConfig:
+    return SourceConfig(num_classes=[4, 10], train_per_class=[20, 100], test_per_class=200)
+
+
+@dataclass
 class DataConfig:
     """Where datasets live and how images are fed (docs/method.md#benchmark)."""
 
@@ -75,6 +106,10 @@ class DataConfig:
     synthetic_min_x_chance: float = 2.2
     # scikit-learn's bundled digits (the real unseen task): stratified test share, split seeded by synthetic_seed
     digits_test_fraction: float = 0.3
+    # the real image sources' class-subset tasks fonts-<k>, icons-<k>, fashion_mnist-<k> (dass.data.sources)
+    fonts: SourceConfig = field(default_factory=_fonts)
+    icons: SourceConfig = field(default_factory=_icons)
+    fashion_mnist: SourceConfig = field(default_factory=_fashion)
 
 
 @dataclass
@@ -408,6 +443,20 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.embed.workers < 0:
         raise ConfigError("config key 'embed.workers' must be >= 0 (0 = automatic, 1 = in this process)")
     check_device_name(cfg.run.device)
+    for name in ("fonts", "icons", "fashion_mnist"):
+        _check_source(getattr(cfg.data, name), f"data.{name}")
+
+
+def _check_source(sc: "SourceConfig", key: str) -> None:
+    for field_name, low in (("num_classes", 2), ("train_per_class", 1)):
+        v = getattr(sc, field_name)
+        if len(v) != 2 or not low <= v[0] <= v[1]:
+            raise ConfigError(f"config key '{key}.{field_name}' must be [lo, hi] with {low} <= lo <= hi, got {v}")
+    if not 0.0 < sc.test_fraction < 1.0:
+        raise ConfigError(f"config key '{key}.test_fraction' must lie strictly between 0 and 1")
+    if sc.test_per_class < 0 or sc.min_x_chance < 0 or sc.max_per_group < 0 or sc.min_groups < 1:
+        raise ConfigError(f"config keys '{key}.test_per_class/min_x_chance/max_per_group' must be >= 0 and "
+                          f"'{key}.min_groups' >= 1")
 
 
 # --------------------------------------------------------------------------------------------- #

@@ -57,8 +57,11 @@ KNOWN_NUM_CLASSES = {"cub": 200, "dtd": 47, "quickdraw": 345, "stanford_cars": 1
 TINY_IMAGENET_CLASSES = 200
 TINY_IMAGENET_SPLITS = 10
 
-# Names the project writes itself (dass.data.synthetic); a missing folder means "run make-tasks".
-GENERATED_TASK = re.compile(r"^(synth-\d+|digits)$")
+# Names the project writes itself (dass.data.generate: the synthetic family, digits and the real sources'
+# class-subset tasks); a missing folder means "run make-tasks".
+SOURCE_NAMES = ("fonts", "icons", "fashion_mnist")      # dass.data.sources.registry reads them
+SOURCE_TASK = re.compile(rf"^({'|'.join(SOURCE_NAMES)})-(\d+)$")
+GENERATED_TASK = re.compile(rf"^(synth-\d+|digits|({'|'.join(SOURCE_NAMES)})-\d+)$")
 COMPLETE_MARKER = ".complete"
 
 

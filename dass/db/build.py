@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config, from_dict, resolve_device, to_dict
-from ..data.tasks import load_task
+from ..data.tasks import SOURCE_NAMES, SOURCE_TASK, load_task
 from ..embed import noise_input, student_map
 from ..errors import CheckpointError, DassError
 from ..io import atomic_torch_save, safe_torch_load
@@ -134,6 +134,13 @@ def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
     data.pop("root", None)          # where the tasks live does not change them; how they were made does
     if data.get("synthetic_family") != "v3":   # the learnability bar shapes v3 tasks only
         data.pop("synthetic_min_x_chance", None)
+    for source in SOURCE_NAMES:     # a source's settings shape its own tasks only ...
+        data.pop(source, None)
+    m = SOURCE_TASK.match(task)
+    if m:                           # ... and so do its files: the pool digest the task was drawn from
+        own = to_dict(cfg)["data"][m.group(1)]
+        own.pop("root", None)
+        data[m.group(1)] = {**own, "pool": _pool_digest(Path(cfg.data.root) / task)}
     t = cfg.train   # the precision switches change the recorded accuracies (README, decisions table)
     precision = {"amp": t.amp, "channels_last": t.channels_last, "cudnn_benchmark": t.cudnn_benchmark}
     doc = {"space": space, "kd": kd, "embed": embed, "kd_seed": cfg.db.kd_seed,
@@ -141,6 +148,24 @@ def fingerprint(cfg: Config, task: str, index: int, arch: Arch) -> str:
     if cfg.db.kd_seeds:   # absent otherwise, so single-seed items keep their fingerprints
         doc["kd_seeds"] = label_seeds(cfg)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+_POOLS: dict = {}
+
+
+def _pool_digest(folder: Path) -> Optional[str]:
+    """The provenance digest of the pool a source task was drawn from (its meta.json), read once per file."""
+    p = folder / "meta.json"
+    try:
+        key = (str(p), p.stat().st_mtime_ns)
+    except OSError:
+        return None
+    if key not in _POOLS:
+        try:
+            _POOLS[key] = json.loads(p.read_text()).get("pool")
+        except (OSError, ValueError):
+            _POOLS[key] = None
+    return _POOLS[key]
 
 
 def work_dir(cfg: Config) -> Path:

@@ -20,7 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..data.tasks import TaskData
+from ..data.tasks import TaskData, validate_arrays
 from ..errors import CheckpointError
 from ..space import SearchSpace
 from .checkpoints import freeze, load_model_checkpoint
@@ -88,8 +88,11 @@ def probe_teacher_accuracy(cfg, arrays: dict) -> float:
     teacher trained exactly as build-db will train it (with ``teacher.lr_meta_test`` when the task is a
     meta-test task), on CPU (so the task's content does not depend on the machine's accelerator), into a
     scratch folder. ``arrays`` is an unwritten task (``meta`` and the four arrays)."""
-    task = TaskData(arrays["meta"]["name"], arrays["train_images"], arrays["train_labels"],
-                    arrays["test_images"], arrays["test_labels"], int(arrays["meta"]["num_classes"]))
+    name = arrays["meta"]["name"]
+    # checked and made RGB as load_task would (a source task's greyscale arrays become a broadcast view)
+    tr = validate_arrays(arrays["train_images"], arrays["train_labels"], f"{name} train images", f"{name} train labels")
+    te = validate_arrays(arrays["test_images"], arrays["test_labels"], f"{name} test images", f"{name} test labels")
+    task = TaskData(name, *tr, *te, int(arrays["meta"]["num_classes"]))
     with tempfile.TemporaryDirectory(prefix="dass-probe-") as tmp:
         # run files and the result.csv row stay in the scratch folder: a probe is not a run
         scratch = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=tmp))

@@ -44,10 +44,11 @@ def _pick(rng: np.random.Generator, idx: np.ndarray, n: int) -> np.ndarray:
 
 
 def make_subset_task(pool: Pool, name: str, seed: int, index: int, num_classes=(5, 10), train_per_class=(10, 50),
-                     test_per_class: int = 0, test_fraction: float = 0.3) -> dict:
+                     test_per_class: int = 0, test_fraction: float = 0.3, attempt: int = 0) -> dict:
     """Task ``name`` (number ``index``) from ``pool``: ``k`` classes in ``num_classes``, ``t`` train images per
     class in ``train_per_class`` (one ``t`` for the whole task), every test-group image of those classes (at
-    most ``test_per_class`` when > 0); labels 0..k-1 in the pool's class order."""
+    most ``test_per_class`` when > 0); labels 0..k-1 in the pool's class order. ``attempt`` > 0 redraws the
+    task from a stream of its own (make-tasks redraws a task whose teacher does not learn it)."""
     k_range, t_range = _range(num_classes, "num_classes", 2), _range(train_per_class, "train_per_class", 1)
     if not isinstance(test_per_class, (int, np.integer)) or test_per_class < 0:
         raise ConfigError(f"test_per_class is {test_per_class!r}; it must be an integer >= 0 (0: every test image)")
@@ -55,7 +56,8 @@ def make_subset_task(pool: Pool, name: str, seed: int, index: int, num_classes=(
     ok = eligible_classes(pool, test_mask, t_range[1])
     if len(ok) < k_range[1]:
         raise _too_few(pool, name, test_mask, k_range[1], t_range, len(ok))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), source_key(pool.source), 2, int(index)]))
+    entropy = [int(seed), source_key(pool.source), 2, int(index)] + ([int(attempt)] if attempt else [])
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
     k = int(rng.integers(k_range[0], k_range[1] + 1))
     chosen = np.sort(rng.choice(ok, k, replace=False))
     t = int(rng.integers(t_range[0], t_range[1] + 1))
@@ -71,6 +73,7 @@ def make_subset_task(pool: Pool, name: str, seed: int, index: int, num_classes=(
     meta = {"name": name, "source": pool.source, "num_classes": k, "classes": [pool.classes[c] for c in chosen],
             "train_per_class": t, "test_images": int(len(te)), "seed": int(seed), "index": int(index),
             "test_fraction": float(test_fraction), "test_per_class": int(test_per_class),
+            "attempt": int(attempt),
             "train_groups": sorted({pool.group_names[g] for g in pool.groups[tr]}),
             "test_groups": sorted({pool.group_names[g] for g in pool.groups[te]}),
             "pool": provenance_digest(pool), "image_size": pool.image_size}
