@@ -47,7 +47,7 @@ from dass.predictor.trainer import MetaTrainer, build_predictor  # noqa: E402
 from dass.nets import ResNet  # noqa: E402
 from dass.db.records import TaskRecords, TeacherRecord  # noqa: E402
 from dass.space import SearchSpace  # noqa: E402
-from dass.testing import make_task  # noqa: E402
+from dass.testing import make_fixture_task  # noqa: E402
 
 CLASSES = 40
 
@@ -204,7 +204,7 @@ def main() -> None:
     for vmap in (True, False):
         mcfg = load_config(None, [f"space.image_size={args.size}", f"meta.vmap_tasks={str(vmap).lower()}",
                                   "run.device=cpu"])
-        recs = [make_task(space, f"t{i}", i, n_students=50, seed=0, with_dataset=False) for i in range(10)]
+        recs = [make_fixture_task(space, f"t{i}", i, n_students=50, seed=0, with_dataset=False) for i in range(10)]
         with tempfile.TemporaryDirectory() as d:
             tr = MetaTrainer(mcfg, recs[:8], recs[8:], [], d, device, progress=False)
             tr._train_episode()                       # warm-up (vmap traces on first use)

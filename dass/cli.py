@@ -7,18 +7,18 @@ Every subcommand takes ``--config`` (a YAML file, or a built-in config: ``paper`
 parser imports every command module, so those modules import the pipeline (training, database,
 meta-learning, plotting: scipy, matplotlib, ...) inside ``run`` and ``--help`` stays fast.
 
-User errors (:class:`~dass.errors.DassError`) print one line ``error: ...`` and exit 2.
+User errors (:class:`~dass.errors.DassError`) print one line ``error: ...`` and exit 2
+(:func:`dass.errors.run_reporting_errors`).
 """
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import sys
 from typing import Optional
 
 from .config import BUILTIN, load_config, resolve_device
-from .errors import DassError
+from .errors import run_reporting_errors
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -88,7 +88,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    try:
+
+    def body() -> int:
         overrides = list(args.overrides)
         if getattr(args, "device", None):
             overrides.append(f"run.device={args.device}")
@@ -96,20 +97,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = load_config(config, overrides)
         if args.command in ON_DEVICE:
             resolve_device(cfg.run.device)   # a malformed or absent device fails here, before any work
-        return int(_load(args.command).run(cfg, args) or 0)
-    except DassError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = f" writing {e.filename}" if e.filename else ""
-            print(f"error: no space left on device{where}; free disk space and re-run the same command "
-                  f"(finished work is kept and resumed)", file=sys.stderr)
-            return 2
-        raise
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return _load(args.command).run(cfg, args)
+
+    return run_reporting_errors(body)
 
 
 def run() -> None:

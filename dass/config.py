@@ -261,6 +261,9 @@ class MetaConfig:
     # "method:section.key=value" (e.g. "metad2a:predictor.target_norm=meta_train"): each method is
     # compared at the settings chosen for it on meta-valid, as DaSS is (docs/method.md#evaluation).
     method_overrides: list[str] = field(default_factory=list)
+    # A folder of committed predictors, <folder>/<method>/seed<k>.pt (bench/db/predictors): meta-test and search
+    # score with them instead of meta-training, each checked against this database and these settings
+    predictors: str = ""
 
 
 @dataclass
@@ -296,10 +299,12 @@ class DemoConfig:
     out: str = "exp/demo"
     budget_frac: float = 0.5        # search budget: MACs <= this fraction of the teacher's
     workers: int = 0                # local build-db processes; 0 = min(2, CPU count)
-    # The headline comparison runs on the committed benchmark database (docs/method.md#benchmark):
-    # its config ("" = skip), the meta-training seeds of DaSS and the trained baselines, the methods.
+    # The headline comparison runs on the committed benchmark database (docs/method.md#benchmark): its config
+    # ("" = skip), the committed predictors' seeds it scores (empty = all of them; without committed predictors
+    # these seeds are meta-trained), the seeds also meta-trained here as a live check, and the methods.
     benchmark: str = "configs/bench.yaml"
-    benchmark_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    benchmark_seeds: list[int] = field(default_factory=list)
+    benchmark_live_seeds: list[int] = field(default_factory=lambda: [0])
     benchmark_methods: str = "random,macs,params,diswot,metad2a"
 
 

@@ -18,7 +18,9 @@ The report is printed and written to ``<demo.out>/report.md`` with ``report.json
 """
 from __future__ import annotations
 
+import copy
 import csv
+import math
 import os
 import statistics
 import time
@@ -142,16 +144,41 @@ def _meta_test(cfg: Config, ckpt: str) -> list[dict]:
 
 
 def _benchmark(cfg: Config, out: Path, log) -> dict:
-    """The headline comparison on the committed benchmark database (module docstring, stage 5)."""
+    """The headline comparison on the committed benchmark database (module docstring, stage 5): scored with
+    the committed predictors (the same figures on every machine), then ``demo.benchmark_live_seeds``
+    meta-trained here and set beside the committed runs of the same seeds."""
     bcfg = load_config(cfg.demo.benchmark, [f"meta.out={out / 'benchmark' / 'meta_train'}",
                                             f"run.device={cfg.run.device}"])
     manifest = verify_benchmark(bcfg, cfg.demo.benchmark)
     log(f"   benchmark database {bcfg.db.out}: " + ("manifest verified" if manifest else "no manifest (not verified)"))
+    committed = bool(bcfg.meta.predictors) and Path(bcfg.meta.predictors).is_dir()
+    if not committed:   # no predictors beside the database: meta-train the seeds here
+        bcfg.meta.predictors = ""
+    seeds = list(cfg.demo.benchmark_seeds) or (None if committed else [0, 1, 2, 3, 4])
     rep = run_meta_test(bcfg, baselines=cfg.demo.benchmark_methods, progress=False,
-                        out=out / "benchmark" / "meta_test", seeds=list(cfg.demo.benchmark_seeds),
-                        workers=_workers(cfg))
+                        out=out / "benchmark" / "meta_test", seeds=seeds, workers=_workers(cfg))
+    live = _live_check(cfg, bcfg, rep.stats, out, log) if committed and cfg.demo.benchmark_live_seeds else None
     return {"config": cfg.demo.benchmark, "db": bcfg.db.out, "manifest": manifest, "stats": rep.stats,
-            "database_report": _read_db_report(bcfg)}
+            "committed": committed, "live": live, "database_report": _read_db_report(bcfg)}
+
+
+def _live_check(cfg: Config, bcfg: Config, headline: dict, out: Path, log) -> dict:
+    """DaSS and the MetaD2A-style predictor meta-trained here with ``demo.benchmark_live_seeds``, against the
+    committed runs of the same seeds: how far this machine's rounding moves one seed."""
+    seeds = list(cfg.demo.benchmark_live_seeds)
+    live_cfg = copy.deepcopy(bcfg)
+    live_cfg.meta.predictors = ""
+    here = run_meta_test(live_cfg, baselines="metad2a", progress=False, out=out / "benchmark" / "live", seeds=seeds,
+                         workers=_workers(cfg)).stats
+    there = run_meta_test(bcfg, baselines="metad2a", progress=False, out=out / "benchmark" / "live-committed",
+                          seeds=seeds).stats
+    pooled = {st_name: {r["method"]: r["spearman"] for r in st["rows"] if r["task"] == "pooled"}
+              for st_name, st in (("here", here), ("committed", there))}
+    res = {"seeds": seeds, "here": pooled["here"], "committed": pooled["committed"]}
+    log(f"   live check, seeds {seeds} meta-trained here: DaSS {res['here'].get('dass', math.nan):.3f} (committed "
+        f"{res['committed'].get('dass', math.nan):.3f}), MetaD2A-style {res['here'].get('metad2a', math.nan):.3f} "
+        f"(committed {res['committed'].get('metad2a', math.nan):.3f})")
+    return res
 
 
 def _workers(cfg: Config) -> int:
@@ -230,9 +257,19 @@ def format_report(cfg: Config, r: dict) -> str:
 
 
 def _format_benchmark(b: dict) -> list[str]:
+    how = ("Scored with the committed predictors (meta-trained on the committed records, selected on meta-valid "
+           "only), so these figures are the same on every machine." if b.get("committed") else
+           "Meta-trained and meta-tested here on the committed records; models selected on meta-valid only.")
     lines = [f"## Headline: the committed benchmark database ({b['db']}, config {b['config']}; "
-             f"{'manifest verified' if b['manifest'] else 'NOT verified against a manifest'})", "",
-             "Meta-trained and meta-tested here on the committed records; models selected on meta-valid only.", ""]
+             f"{'manifest verified' if b['manifest'] else 'NOT verified against a manifest'})", "", how, ""]
+    live = b.get("live")
+    if live:
+        f = lambda d, m: f"{d[m]:.3f}" if m in d else "n/a"  # noqa: E731
+        lines += [f"Live check: seed(s) {live['seeds']} meta-trained on this machine give a pooled Spearman of "
+                  f"{f(live['here'], 'dass')} for DaSS and {f(live['here'], 'metad2a')} for the MetaD2A-style "
+                  f"predictor, against {f(live['committed'], 'dass')} and {f(live['committed'], 'metad2a')} for the "
+                  f"committed runs of the same seeds: another CPU's rounding moves a seed this much, which the "
+                  f"two-level intervals below cover.", ""]
     fam = b["database_report"].get("family")
     if fam:
         lines += [f"Task family: {len(fam['low_macs'])} of {fam['tasks']} tasks have Spearman(accuracy, MACs) < 0.5 "

@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .archives import safe_extract
-from .errors import DassError, DownloadError
+from .errors import DownloadError, run_reporting_errors
 from .io import sha256_file
 
 MIRROR_ENV = "DASS_MIRROR"
@@ -740,12 +740,5 @@ def main(group: str | Sequence[str], argv: Optional[Sequence[str]] = None, prog:
     one manifest group, or several that ``--group`` chooses from (download_sources.py: fonts, icons)."""
     choices = [group] if isinstance(group, str) else list(group)
     args = download_parser(choices, prog).parse_args(argv)
-    try:
-        _run_cli(args, choices)
-    except DassError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+    return run_reporting_errors(lambda: _run_cli(args, choices),
+                                "error: interrupted; run the same command again to resume")

@@ -6,6 +6,10 @@ as ``error: <message>`` and exits with status 2; nothing else is printed (no tra
 """
 from __future__ import annotations
 
+import errno
+import sys
+from typing import Callable, Optional
+
 
 class DassError(Exception):
     """An error the user can fix; the message is a single line naming the file/key and the fix."""
@@ -35,3 +39,25 @@ class ArchError(DassError, ValueError):
 
 class DownloadError(DassError):
     """A download, checksum, manifest or archive problem (one line naming the file and the URL)."""
+
+
+def run_reporting_errors(fn: Callable[[], Optional[int]], interrupted: str = "interrupted; re-run the same "
+                         "command to resume") -> int:
+    """Run a command's body; return its exit status. The house rule for every entry point (the CLI, the
+    downloaders, the bench scripts): a :class:`DassError` or a full disk is ONE ``error: ...`` line on stderr
+    and exit 2; Ctrl-C is one line and 130."""
+    try:
+        return int(fn() or 0)
+    except DassError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {e.filename}" if e.filename else ""
+            print(f"error: no space left on device{where}; free disk space and re-run the same command "
+                  f"(finished work is kept and resumed)", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

@@ -8,8 +8,10 @@ docs/method.md#evaluation. For every meta-test task each method scores the task'
   (task, method), then one ``task=mean`` row per method (a method meta-trained over several seeds:
   the mean over its runs);
 * ``stats.csv``: per task and pooled (``task=pooled``, the mean over tasks), each method's Spearman
-  with its 95% bootstrap interval over students, the paired difference DaSS minus the method with its
-  interval and verdict (better / worse / not resolved), and the task's noise ceiling;
+  with its 95% two-level bootstrap interval (students and meta-training runs, :mod:`dass.stats`), the
+  paired difference DaSS minus the method with its interval and verdict (better / worse / not resolved),
+  the seed ensemble of every method with several runs (``"<method> ensemble"``), and the task's noise
+  ceiling;
 * ``search.csv``: under a MACs budget (``search.max_macs``, else the median MACs of the task's
   students), the true accuracy of each method's top-1 and top-5 picks against the best student
   inside the budget, with intervals and paired verdicts;
@@ -20,7 +22,9 @@ docs/method.md#evaluation. For every meta-test task each method scores the task'
 ``workers`` > 1 runs the meta-trainings in that many processes of one thread each.
 ``seeds``: meta-train every trained method once per meta-training seed (``meta.seed``), each into its
 own folder (reused when done), and report DaSS as mean ± sample std over seeds; without seeds DaSS is
-the given checkpoint and each trained baseline one run with the config's seed. Models are selected on
+the given checkpoint and each trained baseline one run with the config's seed. With ``meta.predictors``
+set, nothing is trained: the committed predictors there (``<folder>/<method>/seed<k>.pt``, all seeds or
+``seeds``) are checked against this database and these settings, then scored. Models are selected on
 meta-valid only (:func:`dass.predictor.trainer.train_or_reuse`).
 """
 from __future__ import annotations
@@ -38,12 +42,12 @@ from . import stats
 from .config import from_dict, resolve_device, to_dict
 from .db.records import TaskRecords, load_split_records
 from .errors import CheckpointError, ConfigError, DataError
-from .io import write_csv, write_json
+from .io import safe_torch_load, write_csv, write_json
 from .metrics import mean_std, nanmean, rank_desc, spearman_rows
 from .parallel import map_processes
 from .plots import scatter_plot
 from .predictor import methods as registry
-from .predictor.checkpoint import load_predictor
+from .predictor.checkpoint import data_digest, layout_of, load_predictor, run_mismatch
 from .predictor.inference import evaluate_task
 from .predictor.trainer import train_or_reuse
 from .spearman_csv import spearman_csv_path, write_spearman_csv
@@ -109,9 +113,45 @@ def train_all(configs: list, tests, device, progress: bool, workers: int) -> lis
     return [Path(p) for p in map_processes(_train_one, [to_dict(c) for c in configs], workers)]
 
 
+def check_committed(cfg, name: str, path: Path, train, valid, tests) -> None:
+    """A committed predictor must have been meta-trained on this database's content with this method's settings
+    (the fingerprint, layout and data digest its checkpoint stores)."""
+    ck = safe_torch_load(path, cfg.run.allow_legacy_pickle, what="committed predictor")
+    seed = ((ck.get("fingerprint") or {}).get("meta") or {}).get("seed") if isinstance(ck, dict) else None
+    why = run_mismatch(ck, registry.run_config(cfg, name, seed), layout_of([*train, *valid, *tests]),
+                       data_digest([*train, *valid]))
+    if why is not None:
+        raise CheckpointError(f"committed predictor {path} was not meta-trained on this database with this config "
+                              f"({why}); re-run meta-test with --meta-seeds and meta.predictors='' (then commit "
+                              f"its runs: bench/commit_predictors.py)")
+
+
+def committed_predictors(cfg, names: Sequence[str], tests, seeds, explicit: bool, device) -> dict[str, list]:
+    """``{name: [LoadedPredictor, ...]}`` from ``meta.predictors`` (every seed there, or ``seeds``), verified."""
+    train, valid = load_split_records(cfg, "meta_train"), load_split_records(cfg, "meta_valid")
+    out = {}
+    for name in names:
+        if not registry.get(name).trained:
+            continue
+        paths = registry.committed_runs(cfg, name, seeds or None)
+        if not paths:
+            if explicit:
+                raise CheckpointError(f"meta.predictors={cfg.meta.predictors} holds no predictor of '{name}' "
+                                      f"(<folder>/{name}/seed<k>.pt); drop it from --baselines or train it")
+            print(f"note: skipping '{name}': no committed predictor under {cfg.meta.predictors}", file=sys.stderr)
+            continue
+        for p in paths:
+            check_committed(cfg, name, p, train, valid, tests)
+        out[name] = [load_predictor(p, device, cfg.run.allow_legacy_pickle) for p in paths]
+    return out
+
+
 def trained_predictors(cfg, names: Sequence[str], tests, checkpoint: Optional[Path], seeds, explicit: bool,
                        device, progress: bool, workers: int = 1) -> dict[str, list]:
-    """``{name: [LoadedPredictor, ...]}``, one entry per meta-training seed (or one run)."""
+    """``{name: [LoadedPredictor, ...]}``, one entry per meta-training seed (or one run); the committed ones
+    when ``meta.predictors`` is set."""
+    if cfg.meta.predictors:
+        return committed_predictors(cfg, names, tests, seeds, explicit, device)
     out: dict[str, list] = {}
     jobs: list[tuple[str, object]] = []
     splits = None
@@ -185,7 +225,8 @@ def statistics_of(cfg, tests: list[TaskRecords], scores: dict, num: int = stats.
         if rec.seed_label is not None:
             ceilings[rec.task] = stats.noise_ceiling(rec.seed_label.double().numpy()[:, keep])
         search += _search_rows(cfg, rec.subset(np.flatnonzero(keep).tolist()), truth, sc, num)
-    boot = stats.paired_bootstrap(tasks, num=num, seed=cfg.run.seed)
+    several = [m for m, s in scores[tests[0].task].items() if stats.as_rows(s).shape[0] > 1]
+    boot = stats.paired_bootstrap(tasks, num=num, seed=cfg.run.seed, ensembles=several)
     rows = stats.comparison_rows(boot, REFERENCE)
     for r in rows:
         r.update(ceilings.get(r["task"], {}))
@@ -194,8 +235,9 @@ def statistics_of(cfg, tests: list[TaskRecords], scores: dict, num: int = stats.
     per_run = np.nanmean(runs, axis=0)
     mean, std = mean_std(per_run)
     dass = {"runs": len(per_run), "pooled_per_run": per_run.tolist(), "mean": mean, "std": std}
-    return {"resamples": num, "level": stats.LEVEL, "rows": rows, "search": search, "ceilings": ceilings,
-            "dass_seeds": dass}
+    runs = {m: int(stats.as_rows(s).shape[0]) for m, s in scores[tests[0].task].items()}
+    return {"resamples": num, "level": stats.LEVEL, "two_level": True, "runs": runs, "rows": rows, "search": search,
+            "ceilings": ceilings, "dass_seeds": dass}
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -210,7 +252,7 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
     if not tests:
         raise ConfigError("config key 'tasks.meta_test' lists no task; nothing to evaluate")
     ckpt = Path(checkpoint) if checkpoint else Path(cfg.meta.out) / "best.pt"
-    if not seeds and not ckpt.is_file():
+    if not seeds and not cfg.meta.predictors and not ckpt.is_file():
         raise CheckpointError(f"predictor checkpoint {ckpt} does not exist; run main.py meta-train first or pass "
                               f"--checkpoint")
     names, explicit = parse_methods(baselines, cfg)
@@ -286,9 +328,12 @@ def _ci(lo, hi, nd=3) -> str:
 def format_statistics(st: dict) -> str:
     """Markdown tables: pooled and per-task Spearman with intervals, ceilings and verdicts; the search."""
     d = st["dass_seeds"]
-    lines = [f"Spearman with {int(100 * st['level'])}% bootstrap intervals over students ({st['resamples']} "
-             f"paired resamples); 'DaSS - method' is the paired difference, a verdict only where its interval "
-             f"excludes 0. DaSS: {d['runs']} meta-training run(s), pooled Spearman {d['mean']:.3f}"
+    runs = ", ".join(f"{m} {n}" for m, n in st.get("runs", {}).items() if n > 1)
+    lines = [f"Spearman with {int(100 * st['level'])}% two-level bootstrap intervals ({st['resamples']} paired "
+             f"resamples of the students, and of the meta-training runs of every trained method"
+             + (f": {runs} runs" if runs else "") + "); 'DaSS - method' is the paired difference, a verdict only "
+             f"where its interval excludes 0; '<method> ensemble' is the seed ensemble (mean standardised score "
+             f"of the runs). DaSS: {d['runs']} meta-training run(s), pooled Spearman {d['mean']:.3f}"
              + (f" ± {d['std']:.3f} (sample std over seeds)" if d["runs"] > 1 else ""), "",
              "| task | ceiling (seed ρ) | method | Spearman [95% CI] | DaSS − method [95% CI] | verdict |",
              "|---|---|---|---|---|---|"]

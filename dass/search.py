@@ -47,7 +47,7 @@ from .layout import config_layout
 from .seeds import stable_seed
 from .metrics import rank_desc
 from .predictor.checkpoint import LoadedPredictor, load_predictor
-from .predictor.methods import get, run_config, score
+from .predictor.methods import ensemble, get, method_runs, run_config, score
 from .space import Arch, SearchSpace
 from .students import arch_from_entry
 from .train.teachers import ensure_teacher, load_user_teacher
@@ -237,27 +237,35 @@ def load_or_make_candidates(cfg: Config, task: str, teacher_path: Optional[str] 
                              device, progress, task_dataset_features(cfg, data))
 
 
-def method_predictor(cfg, method: str, checkpoint: Optional[str] = None, device="cpu") -> Optional[LoadedPredictor]:
-    """The predictor a trained method scores with in the search: ``checkpoint``, else the method's own run
-    (``<meta.out>/best.pt`` for DaSS, ``<meta.out>/baselines/<name>/best.pt`` for a trained baseline), with
-    its inner rates reset when ``search.inner_lr=initial`` (the authors' search). None for a proxy."""
+def method_predictors(cfg, method: str, checkpoint=None, device="cpu") -> list[LoadedPredictor]:
+    """The predictors a trained method scores with in the search: ``checkpoint`` (a path, or a list of them),
+    else every run of the method there is (:func:`dass.predictor.methods.method_runs`: the committed ones,
+    its meta-training seeds, or its one run), with the inner rates reset when ``search.inner_lr=initial``
+    (the authors' search). Empty for a proxy."""
     if not get(method).trained:
-        return None
-    ckpt = Path(checkpoint) if checkpoint else Path(run_config(cfg, method).meta.out) / "best.pt"
-    if not ckpt.is_file():
+        return []
+    given = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint or [])
+    paths = [Path(p) for p in given] or method_runs(cfg, method)
+    if not paths or not all(p.is_file() for p in paths):
+        where = ", ".join(map(str, paths)) or str(Path(run_config(cfg, method).meta.out) / "best.pt")
         how = "main.py meta-train" if method == "dass" else f"main.py meta-test --baselines {method}"
-        raise ConfigError(f"search --method {method}: no predictor at {ckpt}; run {how} first (it meta-trains it) "
+        raise ConfigError(f"search --method {method}: no predictor at {where}; run {how} first (it meta-trains it) "
                           f"or pass --checkpoint")
-    pred = load_predictor(ckpt, device, cfg.run.allow_legacy_pickle)
-    return pred.with_initial_inner_lrs() if cfg.search.inner_lr == "initial" else pred
+    preds = [load_predictor(p, device, cfg.run.allow_legacy_pickle) for p in paths]
+    return [p.with_initial_inner_lrs() for p in preds] if cfg.search.inner_lr == "initial" else preds
 
 
 def score_candidates(cfg: Config, records: TaskRecords, method: str = "dass",
-                     checkpoint: Optional[str] = None, device=None) -> torch.Tensor:
+                     checkpoint=None, device=None) -> torch.Tensor:
     """Every candidate's score under ``method``, through the registry (:func:`dass.predictor.methods.score`),
-    the same call meta-test makes: predicted KD accuracy for a trained method, a proxy's score otherwise."""
-    pred = method_predictor(cfg, method, checkpoint, device or "cpu")
-    return score(method, records, predictor=pred, seed=cfg.run.seed).detach().cpu().double().flatten()
+    the same call meta-test makes: predicted KD accuracy for one trained predictor, the seed ensemble
+    (mean standardised score, :func:`dass.predictor.methods.ensemble`) when the method has several runs, a
+    proxy's score otherwise."""
+    preds = method_predictors(cfg, method, checkpoint, device or "cpu")
+    if len(preds) > 1:
+        return ensemble(torch.stack([score(method, records, predictor=p) for p in preds]))
+    p = preds[0] if preds else None
+    return score(method, records, predictor=p, seed=cfg.run.seed).detach().cpu().double().flatten()
 
 
 def run_search(cfg: Config, task: str, method: Optional[str] = None, checkpoint: Optional[str] = None,

@@ -4,12 +4,19 @@ docs/method.md#evaluation. Every ranking figure the project reports comes with a
 difference between two methods is called "better" or "worse" only when its paired interval excludes 0;
 otherwise it is "not resolved".
 
-* **Bootstrap over students.** A resample draws a task's students with replacement; every method is
-  scored on the *same* resamples (a paired bootstrap), so what two methods share (the task, the students
-  drawn) cancels in their difference. Pooled over tasks, each resample draws every task's students
-  independently (a stratified bootstrap) and the figure is the mean over tasks. Intervals are
-  percentile intervals. :func:`bootstrap_spearman` is cross-checked against ``scipy.stats.bootstrap``
-  in the tests.
+* **Two-level bootstrap: students and meta-training runs.** A resample draws a task's students with
+  replacement, and every method is scored on the *same* students (a paired bootstrap), so what two methods
+  share (the task, the students drawn) cancels in their difference. A trained method is meta-trained
+  once per seed; one seed scores very differently from the next (meta-training amplifies rounding into
+  other selected checkpoints), so a resample also draws that method's runs with replacement -- one draw
+  per resample for all tasks, since a run is one model -- and its figure is the mean over the drawn runs.
+  The interval then covers the seed-to-seed spread, and a verdict cannot rest on a lucky seed. Pooled
+  over tasks, each resample draws every task's students independently (a stratified bootstrap) and the
+  figure is the mean over tasks. Intervals are percentile intervals. :func:`bootstrap_spearman` is
+  cross-checked against ``scipy.stats.bootstrap`` in the tests.
+* **Seed ensemble.** The runs of a trained method combined into one ranking: each run's scores
+  standardised over the task's students, then averaged (:func:`standardised`); its resamples average the
+  drawn runs' standardised scores before ranking.
 * **Noise ceiling.** A student's label is the mean of its accuracy over ``k`` KD seeds. The Spearman
   between two seeds, ``r``, is the labels' split-half reliability; the mean of ``k`` seeds has reliability
   ``k r / (1 + (k - 1) r)`` (Spearman-Brown), and no predictor can be expected to correlate with the
@@ -80,31 +87,62 @@ class TaskScores:
     scores: Mapping[str, np.ndarray]
 
 
-def _method_rho(scores: np.ndarray, truth: np.ndarray, idx: Optional[np.ndarray]) -> np.ndarray:
-    """Spearman of a method (mean over its runs): a scalar array, or one value per resample."""
-    runs = as_rows(scores)
-    if idx is None:
-        return np.nanmean(spearman_rows(runs, np.broadcast_to(truth, runs.shape)))
-    t = truth[idx]
-    return np.nanmean(np.stack([spearman_rows(r[idx], t) for r in runs]), axis=0)
+ENSEMBLE = " ensemble"     # the seed ensemble of method m is reported as method "m ensemble"
 
 
-def paired_bootstrap(tasks: Sequence[TaskScores], num: int = NUM_RESAMPLES, seed: int = 0) -> dict:
-    """Spearman of every method per task and pooled (mean over tasks), each with its bootstrap samples.
+def standardised(runs) -> np.ndarray:
+    """Each row (one run's scores over the students) to mean 0 and sample std 1; a constant row to zeros."""
+    r = as_rows(runs)
+    sd = r.std(axis=-1, ddof=1, keepdims=True) if r.shape[-1] > 1 else np.zeros(r.shape[:-1] + (1,))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sd > 0, (r - r.mean(axis=-1, keepdims=True)) / np.where(sd > 0, sd, 1.0), 0.0)
 
-    Returns ``{"point": {(task, method): rho}, "samples": {(task, method): array[num]}}``; the pooled
-    entries use task ``"pooled"``. Every method sees the same resamples of a task.
+
+def _run_draws(n_runs: int, num: int, rng: np.random.Generator, runs: bool) -> Optional[np.ndarray]:
+    """``num x n_runs`` run indices drawn with replacement, or None (one run, or runs held fixed)."""
+    return rng.integers(0, n_runs, size=(num, n_runs)) if runs and n_runs > 1 else None
+
+
+def _over_runs(per_run: np.ndarray, draws: Optional[np.ndarray]) -> np.ndarray:
+    """``runs x B`` figures -> ``B``: the mean over each resample's drawn runs (over all runs without draws)."""
+    if draws is None:
+        return np.nanmean(per_run, axis=0)
+    return np.nanmean(per_run[draws.T, np.arange(per_run.shape[1])[None, :]], axis=0)
+
+
+def _ensemble_samples(z: np.ndarray, truth: np.ndarray, idx: np.ndarray, draws: Optional[np.ndarray]) -> np.ndarray:
+    """Spearman of the seed ensemble per resample: the drawn runs' standardised scores averaged, then ranked
+    on the resampled students."""
+    ens = np.broadcast_to(z.mean(axis=0), idx.shape[:1] + z.shape[1:]) if draws is None else z[draws].mean(axis=1)
+    return spearman_rows(np.take_along_axis(ens, idx, axis=1), truth[idx])
+
+
+def paired_bootstrap(tasks: Sequence[TaskScores], num: int = NUM_RESAMPLES, seed: int = 0,
+                     ensembles: Sequence[str] = (), runs: bool = True) -> dict:
+    """Spearman of every method per task and pooled (mean over tasks), each with its bootstrap samples:
+    students and, with ``runs``, meta-training runs resampled (the module docstring's two-level bootstrap).
+
+    ``ensembles`` names methods whose seed ensemble is reported too, as ``"<method> ensemble"``. Returns
+    ``{"point": {(task, method): rho}, "samples": {(task, method): array[num]}}``; the pooled entries use
+    task ``"pooled"``. Every method sees the same students of a task in a resample.
     """
     rng = np.random.default_rng(seed)
-    point, samples = {}, {}
     methods = list(tasks[0].scores) if tasks else []
+    draws = {m: _run_draws(as_rows(tasks[0].scores[m]).shape[0], num, rng, runs) for m in methods}
+    point, samples = {}, {}
     for ts in tasks:
         truth = np.asarray(ts.truth, np.float64)
         idx = resample_indices(len(truth), num, rng)
         for m in methods:
-            point[(ts.task, m)] = float(_method_rho(ts.scores[m], truth, None))
-            samples[(ts.task, m)] = _method_rho(ts.scores[m], truth, idx)
-    for m in methods:
+            rs = as_rows(ts.scores[m])
+            point[(ts.task, m)] = float(np.nanmean(spearman_rows(rs, np.broadcast_to(truth, rs.shape))))
+            per_run = np.stack([spearman_rows(r[idx], truth[idx]) for r in rs])          # runs x B
+            samples[(ts.task, m)] = _over_runs(per_run, draws[m])
+        for m in ensembles:
+            z = standardised(ts.scores[m])
+            point[(ts.task, m + ENSEMBLE)] = float(spearman_rows(z.mean(axis=0), truth)[0])
+            samples[(ts.task, m + ENSEMBLE)] = _ensemble_samples(z, truth, idx, draws[m])
+    for m in [*methods, *[e + ENSEMBLE for e in ensembles]]:
         point[("pooled", m)] = float(np.nanmean([point[(ts.task, m)] for ts in tasks]))
         samples[("pooled", m)] = np.nanmean(np.stack([samples[(ts.task, m)] for ts in tasks]), axis=0)
     return {"point": point, "samples": samples}
@@ -168,17 +206,19 @@ def topk_rows(scores: np.ndarray, truth: np.ndarray, within: np.ndarray, k: int)
 
 
 def search_bootstrap(truth, scores: Mapping[str, np.ndarray], within, k: int, num: int = NUM_RESAMPLES,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, runs: bool = True) -> dict:
     """Top-``k`` true accuracy under a budget for every method, plus the best student within the budget
-    (``oracle``), with samples from the same resamples. Methods with several runs average them."""
+    (``oracle``), with samples from the same student resamples; a method's runs are resampled too (two
+    levels, as :func:`paired_bootstrap`) and its figure is the mean over the drawn runs."""
     t, w = np.asarray(truth, np.float64), np.asarray(within, bool)
-    idx = resample_indices(len(t), num, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    idx = resample_indices(len(t), num, rng)
     ti, wi = t[idx], w[idx]
     oracle = np.where(wi, ti, -np.inf).max(-1)
     out = {"oracle": (float(t[w].max()) if w.any() else math.nan, np.where(np.isfinite(oracle), oracle, np.nan))}
     for m, sc in scores.items():
-        runs = as_rows(sc)
-        point = np.mean([topk_rows(r[None], t[None], w[None], k)[0] for r in runs])
-        samp = np.mean([topk_rows(r[idx], ti, wi, k) for r in runs], axis=0)
-        out[m] = (float(point), samp)
+        rs = as_rows(sc)
+        point = np.mean([topk_rows(r[None], t[None], w[None], k)[0] for r in rs])
+        per_run = np.stack([topk_rows(r[idx], ti, wi, k) for r in rs])
+        out[m] = (float(point), _over_runs(per_run, _run_draws(len(rs), num, rng, runs)))
     return out

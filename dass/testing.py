@@ -40,7 +40,7 @@ def _capacity(space: SearchSpace, arch, u: np.ndarray) -> float:
     return q
 
 
-def make_task(space: SearchSpace, name: str, index: int, n_students: int = 24, seed: int = 0,
+def make_fixture_task(space: SearchSpace, name: str, index: int, n_students: int = 24, seed: int = 0,
               hw: Optional[int] = None, feature_dim: int = 16, classes: int = 4, samples: int = 5,
               with_dataset: bool = True, noise: float = 0.5) -> TaskRecords:
     g = np.random.default_rng([int(seed), int(index)])
@@ -94,7 +94,7 @@ def make_fixture_db(space: SearchSpace, tasks: dict[str, Sequence[str]], n_stude
     for mode in MODES:
         out[mode] = []
         for name in tasks.get(mode, []):
-            rec = make_task(space, name, index, n_students, seed, **kw)
+            rec = make_fixture_task(space, name, index, n_students, seed, **kw)
             index += 1
             if root is not None:
                 save_records(rec, root, mode)
@@ -122,8 +122,9 @@ def _authors_dict(rec: TaskRecords) -> dict:
 def write_authors_preprocessed(space: SearchSpace, root: str | Path, tasks: dict[str, Sequence[str]],
                                n_students: int = 24, num_candidates: int = 12, seed: int = 0) -> Path:
     """A ``preprocessed/`` folder laid out as the authors' release is (docs/method.md#authors-compat), from the
-    fixture tasks of :func:`make_task`: ``ours/<mode>/<task>-logs_noise_actmap.pt`` and its ``teacher/``
-    record, and for each meta-test task a search pool ``search/<task>.pt`` holding only the predictor inputs
+    fixture tasks of :func:`make_fixture_task`: ``ours/<mode>/<task>-logs_noise_actmap.pt`` and its ``teacher/``
+    record (without ``net_index``), and for each meta-test task a search pool ``search/<task>.pt`` holding only
+    the predictor inputs
     nested under ``pred_inp`` and the map key (no architectures, no teacher), whose architectures are
     listed once in ``net_info/net_samples.pt`` as ``(flops, params, depth_config, channel_widths)``."""
     from .db.records import teacher_record_dict
@@ -136,6 +137,7 @@ def write_authors_preprocessed(space: SearchSpace, root: str | Path, tasks: dict
             _save(_authors_dict(rec), ours / mode / f"{rec.task}-logs_noise_actmap.pt")
             t = teacher_record_dict(rec.teacher)
             t[MAP_KEY] = [m.unsqueeze(0) for m in t[MAP_KEY]]
+            del t["net_index"]   # the authors' loader never reads it, and their records may lack it
             _save(t, ours / mode / "teacher" / f"{rec.task}-logs_noise_actmap.pt")
     cands = space.sample_many(num_candidates, rng=np.random.default_rng([int(seed), 30_000]))
     _save([(space.macs(a), space.params(a), list(a.depths), [list(w) for w in a.widths]) for a in cands],
@@ -156,7 +158,7 @@ def _save(obj, path: Path) -> None:
     torch.save(obj, path)
 
 
-__all__ = ["make_task", "make_fixture_db", "fixture_db_for_config", "write_authors_preprocessed"]
+__all__ = ["make_fixture_task", "make_fixture_db", "fixture_db_for_config", "write_authors_preprocessed"]
 
 
 def write_toy_task(root, name: str, num_classes: int, n_train: int, n_test: int, seed: int, size: int = 8,

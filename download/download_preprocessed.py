@@ -8,13 +8,7 @@ safely into the repository root, giving preprocessed/... (docs/method.md#file-fo
 A thin CLI over dass.download (resume, retries, sha256, mirrors: see dass/download_manifest.yaml).
 Exit status 2 with a one-line "error: ..." on stderr for any problem the user can fix.
 """
-import sys
-
-try:   # the installed package (pip install -e . in the checkout, or bash script/setup_env.sh)
-    from dass.download import main
-except ImportError:
-    sys.exit("error: the dass package is not installed; run `pip install -e .` in the checkout (or "
-             "`source script/setup_env.sh`) first")
+from _entry import run   # download/_entry.py, beside this script
 
 if __name__ == "__main__":
-    sys.exit(main("preprocessed", prog="download_preprocessed.py"))
+    run("preprocessed", "download_preprocessed.py")

@@ -17,13 +17,7 @@ Fashion-MNIST, the third source, is a dataset: python download/download_dataset.
 A thin CLI over dass.download (resume, retries, sha256, mirrors: see dass/download_manifest.yaml).
 Exit status 2 with a one-line "error: ..." on stderr for any problem the user can fix.
 """
-import sys
-
-try:   # the installed package (pip install -e . in the checkout, or bash script/setup_env.sh)
-    from dass.download import main
-except ImportError:
-    sys.exit("error: the dass package is not installed; run `pip install -e .` in the checkout (or "
-             "`source script/setup_env.sh`) first")
+from _entry import run   # download/_entry.py, beside this script
 
 if __name__ == "__main__":
-    sys.exit(main(("fonts", "icons"), prog="download_sources.py"))
+    run(("fonts", "icons"), "download_sources.py")

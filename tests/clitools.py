@@ -75,7 +75,32 @@ def main_cmd(*args: str) -> list[str]:
 
 
 def run_main(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``main.py ARGS`` in a child process (what a kill, a signal or an exit status needs)."""
     return subprocess.run(main_cmd(*args), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``main.py ARGS`` in this process (no interpreter start-up, no torch import per call); the same exit
+    status ``main.py`` would exit with, and its stdout and stderr."""
+    import contextlib
+    import io
+
+    import torch
+
+    from dass.cli import main
+
+    out, err, here, threads = io.StringIO(), io.StringIO(), os.getcwd(), torch.get_num_threads()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(list(args))
+            except SystemExit as e:   # argparse's usage errors
+                rc = e.code
+    finally:
+        os.chdir(here)
+        torch.set_num_threads(threads)   # commands set their configured thread count
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
 
 
 class Background:

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 from dass.config import PredictorConfig
 from dass.errors import CheckpointError
-from dass.predictor.checkpoint import (CKPT_VERSION, LoadedPredictor, from_authors, load_predictor, settings_of,
+from dass.predictor.checkpoint import (CKPT_VERSION, LoadedPredictor, load_predictor, settings_of,
                                        to_authors)
 from dass.predictor.inference import predict
 from dass.predictor.inner import init_inner_lrs
 from dass.predictor.model import Predictor
-from dass.testing import make_task
+from dass.testing import make_fixture_task
 
 C, ENC = 8, 9       # map channels, encoding length
 
@@ -66,7 +66,7 @@ def test_round_trip_ours_to_theirs_and_back_scores_the_same(tmp_path):
     from dass.space import SearchSpace
 
     space = SearchSpace(stage_widths=[4, 8, 8, 8], max_depth=2, width_multipliers=[0.5, 1.0], image_size=8)
-    rec = make_task(space, "x", 0, n_students=6, seed=0)
+    rec = make_fixture_task(space, "x", 0, n_students=6, seed=0)
     pcfg = PredictorConfig(func_hidden=6, func_dim=5, arch_dim=4, head_hidden=7)
     torch.manual_seed(0)
     model = Predictor(pcfg, rec.arch_enc.shape[1], rec.fmaps.shape[1])
@@ -92,7 +92,7 @@ def test_a_version_1_checkpoint_is_converted_to_the_new_order(tmp_path):
     from dass.space import SearchSpace
 
     space = SearchSpace(stage_widths=[4, 8, 8, 8], max_depth=2, width_multipliers=[0.5, 1.0], image_size=8)
-    rec = make_task(space, "x", 0, n_students=6, seed=0)
+    rec = make_fixture_task(space, "x", 0, n_students=6, seed=0)
     pcfg = PredictorConfig(func_hidden=6, func_dim=5, arch_dim=4, head_hidden=7)
     torch.manual_seed(0)
     model = Predictor(pcfg, rec.arch_enc.shape[1], rec.fmaps.shape[1]).eval()

@@ -1,9 +1,10 @@
 """Bad inputs through the real command line.
 
-Each case runs ``python main.py ...`` (or a download script) as a user would and checks the house
-rule for user errors: exit status 2, exactly one stderr line starting with ``error:`` that names the
-offending file or key, and nothing written (the working folder is snapshotted before and after).
-The disk-full cases simulate ENOSPC inside dass.io's atomic writer.
+Each case runs the CLI (``main.py``'s ``main``, in this process) or a downloader as a user would and checks
+the house rule for user errors: exit status 2, exactly one stderr line starting with ``error:`` that names
+the offending file or key, and nothing written (the working folder is snapshotted before and after). One
+case runs a real child process, since what a shell sees is its exit status. The disk-full cases simulate
+ENOSPC inside dass.io's atomic writer.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from clitools import ENV, ROOT, files_under, run_main, tiny_config, write_config, write_toy_tasks
+from clitools import files_under, run_cli, run_main, tiny_config, write_config, write_toy_tasks
 
 ARCH = json.dumps({"depth_config": [1, 1, 1, 1], "channel_widths": [[2], [4], [4], [8]]})
 
@@ -44,7 +44,7 @@ def _cli_case(tmp_path, cfg: dict, *argv: str, needles=()) -> str:
     """Run ``main.py`` with the config in tmp_path; nothing may appear in tmp_path."""
     conf = write_config(tmp_path / "conf.yaml", cfg)
     before = files_under(tmp_path)
-    r = run_main(*argv, "--config", str(conf), cwd=tmp_path)
+    r = run_cli(*argv, "--config", str(conf), cwd=tmp_path)
     line = assert_user_error(r, *needles)
     assert files_under(tmp_path) == before, sorted(files_under(tmp_path) - before)
     return line
@@ -58,9 +58,15 @@ def test_malformed_yaml(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("space:\n  stage_widths: [4, 8\nkd: {epochs: 1}\n")
     before = files_under(tmp_path)
-    r = run_main("train-teacher", "--task", "toy-0", "--config", str(bad), cwd=tmp_path)
+    r = run_cli("train-teacher", "--task", "toy-0", "--config", str(bad), cwd=tmp_path)
     assert_user_error(r, str(bad), "not valid YAML", "line")
     assert files_under(tmp_path) == before
+
+
+def test_a_user_error_is_exit_status_2_of_the_process(tmp_path):
+    """What a shell sees: the process exits 2 with one ``error:`` line (the other cases run in-process)."""
+    r = run_main("train-teacher", "--task", "toy-0", "--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    assert_user_error(r, "missing.yaml", "does not exist")
 
 
 def test_unknown_config_key(tmp_path, data_root):
@@ -188,8 +194,20 @@ def test_checkpoint_for_another_class_count(tmp_path, data_root):
 # --------------------------------------------------------------------------------------------- #
 
 def _download(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "download" / script), *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=60)
+    """A download script's ``main`` (dass.download.main of its group), in this process, from ``cwd``."""
+    import contextlib
+    import io
+
+    from dass import download
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = download.main(script[len("download_"):-len(".py")], list(args), prog=script)
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess([script, *args], rc, out.getvalue(), err.getvalue())
 
 
 def test_zip_with_path_traversal_member(tmp_path):

@@ -12,14 +12,14 @@ from dass.predictor.baselines import diswot_score
 from dass.predictor.inference import evaluate_task
 from dass.predictor.methods import available as all_methods
 from dass.predictor.methods import score, trained_variants, variant_config
-from dass.testing import make_task
+from dass.testing import make_fixture_task
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def rec(small_space):
-    return make_task(small_space, "x", 0, n_students=12, seed=0)
+    return make_fixture_task(small_space, "x", 0, n_students=12, seed=0)
 
 
 # --------------------------------------------------------------------------------------------- #

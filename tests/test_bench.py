@@ -12,6 +12,8 @@ import sys
 import pytest
 from clitools import ENV, ROOT
 
+pytestmark = pytest.mark.slow   # end to end / child processes: `bash script/test.sh -m "not slow"` skips it
+
 CASES = [
     ("bench_kd.py", ["--quick", "--threads", "1"],
      ["reference images/s", "engine images/s", "engine, shared teacher logits images/s",

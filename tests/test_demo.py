@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow   # end to end / child processes: `bash script/test.sh -m "not slow"` skips it
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -100,3 +102,96 @@ def test_notebook_runs_headless(demo_run):
         os.environ.pop("DASS_CONFIG"), os.environ.pop("DASS_OVERRIDES")
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "spearman" in text and "searched" in text
+
+
+def _committed_config(out: Path) -> Path:
+    """The demo's benchmark config with its two DaSS and MetaD2A runs committed as predictors
+    (bench/commit_predictors.py, as the benchmark's were)."""
+    import yaml
+
+    bench = yaml.safe_load((out / "bench.yaml").read_text())
+    bench["meta"]["predictors"] = str(out / "committed")
+    path = out / "bench-committed.yaml"
+    path.write_text(yaml.safe_dump(bench))
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "commit_predictors.py"), "--config", str(path),
+                        "--from", str(out / "benchmark" / "meta_train"), "--methods", "dass,metad2a"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "dass: 2 predictors" in r.stdout and (out / "committed" / "metad2a" / "seed1.pt").is_file()
+    return path
+
+
+def test_the_headline_from_committed_predictors_and_the_live_check(demo_run, tmp_path, one_thread):
+    """Committed predictors reproduce the meta-trained figures exactly, a live re-training of a seed on the same
+    machine gives its committed run back, and a predictor of another database is refused."""
+    import copy
+
+    import torch
+
+    from dass.config import load_config
+    from dass.demo import _benchmark
+    from dass.errors import CheckpointError
+    from dass.evaluate import run_meta_test
+
+    out, ov, _ = demo_run
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [*ov, f"demo.benchmark={_committed_config(out)}",
+                                                       "demo.benchmark_methods=macs,metad2a",
+                                                       "demo.benchmark_live_seeds=[0]", f"demo.out={tmp_path}"])
+    got = _benchmark(cfg, tmp_path, lambda s: None)
+    trained = json.loads((out / "report.json").read_text())["benchmark"]["stats"]
+    assert got["committed"] and got["stats"]["dass_seeds"] == trained["dass_seeds"]
+    pooled = lambda st: {r["method"]: r["spearman"] for r in st["rows"] if r["task"] == "pooled"}  # noqa: E731
+    assert pooled(got["stats"]) == pooled(trained)
+    assert got["live"]["here"] == got["live"]["committed"]            # this machine: the same bits
+    # a committed predictor that learned from other records is refused, naming the file
+    bcfg = load_config(_committed_config(out))
+    bad = Path(bcfg.meta.predictors) / "dass" / "seed1.pt"
+    ck = torch.load(bad, weights_only=True)
+    ck["data"] = "0" * 64
+    torch.save(ck, bad)
+    with pytest.raises(CheckpointError, match=f"committed predictor {bad} was not meta-trained on this database"):
+        run_meta_test(copy.deepcopy(bcfg), baselines="none", progress=False, out=tmp_path / "mt")
+
+
+def test_leave_one_source_out_at_a_tiny_size(demo_run, tmp_path):
+    """bench/loso.py on the demo's database: two sources (the generated family and digits), each unseen in turn."""
+    out, _, _ = demo_run
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "loso.py"), "--config", str(out / "bench.yaml"),
+                        "--meta-seeds", "0,1", "--baselines", "macs,metad2a", "--resamples", "200",
+                        "--out", str(tmp_path / "loso")], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "loso" / "loso.json").read_text())
+    assert [x["source"] for x in rows] == ["synth", "digits"]
+    assert rows[0]["tasks"] == ["synth-0", "synth-1", "synth-2", "synth-3"] and rows[1]["tasks"] == ["digits"]
+    assert rows[0]["best_proxy"]["method"] == "macs" and rows[0]["ensemble"]["method"] == "dass ensemble"
+    assert "| synth (4) |" in r.stdout and "| digits (1) |" in r.stdout
+    cfg = yaml_load(tmp_path / "loso" / "digits" / "meta_train" / "seeds" / "dass" / "seed0" / "config.yaml")
+    assert cfg["config"]["tasks"]["meta_test"] == ["digits"] and "digits" not in cfg["config"]["tasks"]["meta_train"]
+
+
+def yaml_load(path: Path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_verdicts_compared_across_two_runs(tmp_path):
+    """bench/compare_verdicts.py: a verdict two runs share stands, one they disagree on is "not resolved"."""
+    def stats(verdict_macs, verdict_params):
+        rows = [{"task": "pooled", "method": "dass", "spearman": 0.6, "lo": 0.5, "hi": 0.7}]
+        for m, v in (("macs", verdict_macs), ("params", verdict_params)):
+            rows.append({"task": "pooled", "method": m, "spearman": 0.4, "lo": 0.3, "hi": 0.5, "diff": 0.2,
+                         "diff_lo": 0.1 if v == "better" else -0.1, "diff_hi": 0.3, "verdict": v})
+        return {"rows": rows}
+
+    (tmp_path / "a.json").write_text(json.dumps(stats("better", "better")))
+    (tmp_path / "b.json").write_text(json.dumps(stats("better", "not resolved")))
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_verdicts.py"), str(tmp_path / "a.json"),
+                        str(tmp_path / "b.json"), "--labels", "A", "B"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = {ln.split("|")[2].strip(): ln.split("|")[-2].strip() for ln in r.stdout.splitlines()[2:]}
+    assert rows == {"dass": "", "macs": "better", "params": "not resolved"}
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_verdicts.py"), str(tmp_path / "nope.json"),
+                          str(tmp_path / "b.json")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "nope.json" in bad.stderr

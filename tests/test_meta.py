@@ -210,8 +210,14 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run_bit_for_bit(db, tmp_pa
         return [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(path)]
 
     assert strip(tmp_path / "full" / "metrics.jsonl") == strip(tmp_path / "killed" / "metrics.jsonl")
-    # a finished run is reused as it is; one with other settings refuses to resume
-    assert train_or_reuse(cfg, tr, va, te, "cpu", progress=False) is not None
+    # a finished run is reused as it is (nothing trained, nothing rewritten); one with other settings refuses
+    # to resume
+    done = small_cfg(tmp_path, "meta.episodes=12", "meta.eval_every=4", f"meta.out={tmp_path / 'full'}")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "full").glob("*.pt")}
+    monkeypatch.setattr(MetaTrainer, "run", lambda self, resume=False: pytest.fail("a finished run was retrained"))
+    assert train_or_reuse(done, tr, va, te, "cpu", progress=False) == tmp_path / "full" / "best.pt"
+    assert {p.name: p.read_bytes() for p in (tmp_path / "full").glob("*.pt")} == before
+    monkeypatch.undo()
     other = small_cfg(tmp_path, "meta.episodes=12", "meta.eval_every=4", "meta.outer_lr=0.01")
     with pytest.raises(CheckpointError) as e:
         MetaTrainer(other, tr, va, te, tmp_path / "full", "cpu", progress=False).run(resume=True)
@@ -387,3 +393,28 @@ def test_meta_test_over_seeds_in_two_processes_matches_one(db, tmp_path, capsys)
     assert one["dass_seeds"]["pooled_per_run"] == pytest.approx(two["dass_seeds"]["pooled_per_run"], abs=1e-6)
     r = _main(capsys, *args[:-4], "--meta-seeds", "0,x", *ov)
     assert r.returncode == 2 and "--meta-seeds" in r.stderr
+
+
+def test_an_episode_draws_n_minus_1_from_a_task_with_at_most_n_query_students(db, tmp_path, monkeypatch):
+    """The authors take randperm(N)[:n_s + n_q] and drop the first index (the support): a task of N <= n_query
+    students gives N - 1 query students, a larger one n_query (the vmapped and the per-task paths alike)."""
+    import dass.predictor.trainer as trainer
+
+    assert trainer.query_size(8, 6) == 5 and trainer.query_size(8, 9) == 8 and trainer.query_size(8, 20) == 8
+    tr, va, te = _splits(db)
+    small = [r.subset(range(6)) for r in tr]                           # 6 students each, n_query = 8
+    seen = []
+    real = trainer.query_loss
+
+    def spy(model, params, lrs, tm, te_, ta, fmaps, *rest):
+        seen.append(fmaps.shape[0])
+        return real(model, params, lrs, tm, te_, ta, fmaps, *rest)
+
+    monkeypatch.setattr(trainer, "query_loss", spy)
+    for vmapped in (True, False):
+        seen.clear()
+        t = trainer.MetaTrainer(small_cfg(tmp_path, f"meta.vmap_tasks={str(vmapped).lower()}"), small, va, te,
+                                tmp_path / f"n-1-{vmapped}", "cpu", progress=False)
+        assert t.batched == vmapped
+        t._train_episode()
+        assert seen and set(seen) == {5}, seen

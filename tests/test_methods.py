@@ -11,7 +11,7 @@ from dass.config import load_config
 from dass.errors import ConfigError
 from dass.evaluate import parse_methods
 from dass.predictor import methods
-from dass.testing import make_task
+from dass.testing import make_fixture_task
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = list(methods.REGISTRY)
@@ -53,10 +53,10 @@ def test_search_with_a_trained_baseline_needs_its_predictor(small_space, tmp_pat
     from dass.search import score_candidates
 
     cfg = load_config(ROOT / "configs" / "demo.yaml", [f"meta.out={tmp_path}"])
-    rec = make_task(small_space, "x", 0, n_students=6, seed=0)
+    rec = make_fixture_task(small_space, "x", 0, n_students=6, seed=0)
     with pytest.raises(ConfigError, match="run main.py meta-test --baselines metad2a first"):
         score_candidates(cfg, rec, "metad2a")
-    assert torch.equal(score_candidates(cfg, rec, "macs"), rec.macs.float())
+    assert torch.equal(score_candidates(cfg, rec, "macs"), rec.macs.double())
 
 
 def test_method_overrides_give_a_baseline_its_own_settings(tmp_path):
@@ -77,3 +77,74 @@ def test_method_overrides_give_a_baseline_its_own_settings(tmp_path):
             load_config(None, [f"meta.method_overrides=[{bad}]"])
     with pytest.raises(ConfigError, match="names 'foo', which is not a trained baseline"):
         variant_config(load_config(None, ["meta.method_overrides=[foo:meta.n_query=7]"]), "metad2a")
+
+
+# --------------------------------------------------------------------------------------------- #
+# one scoring path: every method on a tiny task, and search == meta-test for one checkpoint
+# --------------------------------------------------------------------------------------------- #
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Every trained method of the registry meta-trained for a few episodes on a fixture database."""
+    from dass.db.records import load_split_records
+    from dass.evaluate import trained_predictors
+    from dass.testing import fixture_db_for_config
+
+    tmp = tmp_path_factory.mktemp("registry")
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        f"db.out={tmp / 'db'}", f"meta.out={tmp / 'meta'}", "tasks.meta_train=[t0,t1]", "tasks.meta_valid=[v0]",
+        "tasks.meta_test=[x0]", "predictor.inputs=[S,T,A,D]", "predictor.func_hidden=8", "predictor.func_dim=8",
+        "predictor.arch_dim=8", "predictor.head_hidden=8", "predictor.dataset_feature_dim=16",
+        "predictor.dataset_dim=8", "predictor.dataset_heads=2", "meta.episodes=2", "meta.eval_every=2",
+        "meta.n_query=8", "db.num_students=12", "run.device=cpu"])
+    fixture_db_for_config(cfg)
+    tests = load_split_records(cfg, "meta_test")
+    names = [n for n in methods.available(cfg) if methods.get(n).trained]
+    preds = trained_predictors(cfg, names, tests, None, [0], True, "cpu", progress=False)
+    return cfg, tests[0], preds
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_registered_method_scores_a_tiny_task(trained, name):
+    cfg, rec, preds = trained
+    if methods.get(name).trained:
+        assert len(preds[name]) == 1
+        s = methods.score(name, rec, predictor=preds[name][0])
+    else:
+        s = methods.score(name, rec, seed=0)
+    assert s.shape == (len(rec),) and s.dtype == torch.float64 and torch.isfinite(s).all()
+    assert float(s.std()) > 0                          # a real ranking, not a constant
+    if methods.get(name).trained:
+        with pytest.raises(ConfigError, match="pass its LoadedPredictor"):
+            methods.score(name, rec)                    # a trained method without its predictor
+
+
+def test_search_and_meta_test_score_one_checkpoint_identically(trained, tmp_path):
+    """The search takes the same path as meta-test (the registry, then predict): one checkpoint, one ranking."""
+    import dataclasses
+
+    from dass.evaluate import method_scores
+    from dass.predictor.checkpoint import load_predictor
+    from dass.search import score_candidates
+
+    cfg, rec, _ = trained
+    ckpt = Path(cfg.meta.out) / "seeds" / "dass" / "seed0" / "best.pt"
+    via_meta_test = method_scores("dass", rec, {"dass": [load_predictor(ckpt)]}, cfg)[0]
+    learned = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, inner_lr="learned"))
+    via_search = score_candidates(learned, rec, "dass", str(ckpt)).numpy()
+    assert (via_search == via_meta_test).all()
+    # the authors' search (inner rates reset) scores otherwise, by design
+    initial = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, inner_lr="initial"))
+    assert not (score_candidates(initial, rec, "dass", str(ckpt)).numpy() == via_meta_test).all()
+
+
+def test_several_runs_are_scored_as_their_seed_ensemble(trained):
+    from dass.search import score_candidates
+    from dass.stats import standardised
+
+    cfg, rec, preds = trained
+    seed0 = str(Path(cfg.meta.out) / "seeds" / "dass" / "seed0" / "best.pt")
+    one = score_candidates(cfg, rec, "dass", [seed0])
+    two = score_candidates(cfg, rec, "dass", [seed0, seed0])
+    assert torch.allclose(two, torch.from_numpy(standardised(one.numpy())[0]))   # z-scores of the one run
+    assert abs(float(two.mean())) < 1e-9 and abs(float(two.std()) - 1) < 1e-9

@@ -70,3 +70,21 @@ def test_bad_files(tmp_path, small_space):
     task_file(tmp_path, "meta_train", "junk").write_bytes(b"garbage")
     with pytest.raises(DassError, match="corrupt"):
         load_records(tmp_path, "meta_train", "junk")
+
+
+def test_a_teacher_record_without_net_index_loads(tmp_path):
+    """The authors' loader never reads a teacher record's net_index; a record without it loads (a student file
+    still needs it: its entries are matched by index)."""
+    from dass.db.records import load_teacher_record, teacher_file, teacher_record_dict
+
+    space = SearchSpace(stage_widths=[4, 8, 8, 16], max_depth=2, width_multipliers=[0.5, 1.0], image_size=8)
+    t = TeacherRecord(space.teacher(), space.encode(space.teacher()), torch.rand(16, 1, 1), 61.5)
+    d = teacher_record_dict(t)
+    del d["net_index"]
+    p = teacher_file(tmp_path, "meta_test", "cub")
+    p.parent.mkdir(parents=True)
+    torch.save(d, p)
+    got = load_teacher_record(tmp_path, "meta_test", "cub")
+    assert got.acc == 61.5 and torch.equal(got.fmap, t.fmap) and got.arch == t.arch
+    with pytest.raises(DassError, match="missing key 'net_index'"):
+        dict_to_records(d, "cub", "a student file")

@@ -27,6 +27,8 @@ import torch
 from clitools import (Background, check_complete_files, kill_when, main_cmd, run_main, tiny_config, write_config,
                       write_task)
 
+pytestmark = pytest.mark.slow   # end to end / child processes: `bash script/test.sh -m "not slow"` skips it
+
 # The kill points come from seeded RNGs; DASS_RELIABILITY_SEED=<n> draws another set (soak testing).
 SEED = int(os.environ.get("DASS_RELIABILITY_SEED", "0"))
 ARCH = {"depth_config": [2, 1, 2, 1], "channel_widths": [[4, 2], [8], [4, 8], [16]]}

@@ -111,3 +111,74 @@ def test_search_figures_under_a_budget():
     assert np.all(out["dass"][1] >= out["worst"][1])
     top2 = stats.search_bootstrap(truth, {"worst": worst}, within, k=2, num=10)
     assert top2["worst"][0] == 60.0
+
+
+# --------------------------------------------------------------------------------------------- #
+# two levels: students and meta-training runs
+# --------------------------------------------------------------------------------------------- #
+
+def _runs_of_quality(truth: np.ndarray, qualities, rng) -> np.ndarray:
+    """One run per quality q: scores correlating about q with the truth (a meta-training seed's luck)."""
+    z = (truth - truth.mean()) / truth.std()
+    return np.stack([q * z + np.sqrt(1 - q * q) * rng.normal(size=len(truth)) for q in qualities])
+
+
+def _seeded_tasks(q_a, q_b, k=3, n=150, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(k):
+        truth = rng.normal(size=n)
+        out.append(stats.TaskScores(f"t{t}", truth, {"dass": _runs_of_quality(truth, q_a, rng),
+                                                      "other": _runs_of_quality(truth, q_b, rng)}))
+    return out
+
+
+def _pooled(rows, method):
+    return next(r for r in rows if r["task"] == "pooled" and r["method"] == method)
+
+
+def test_seed_noise_alone_is_not_resolved_once_runs_are_resampled():
+    # the same kind of predictor twice: each run's quality is seed luck, and the two sets of seeds happened to
+    # differ (spread over seeds 0.15); resampling students alone calls this a win, resampling runs does not
+    tasks = _seeded_tasks([0.45, 0.6, 0.75], [0.3, 0.45, 0.6])
+    students_only = _pooled(stats.comparison_rows(stats.paired_bootstrap(tasks, num=2000, runs=False), "dass"),
+                            "other")
+    two_level = _pooled(stats.comparison_rows(stats.paired_bootstrap(tasks, num=2000), "dass"), "other")
+    assert students_only["verdict"] == "better"
+    assert two_level["verdict"] == "not resolved" and two_level["diff_lo"] < 0 < two_level["diff_hi"]
+    assert two_level["diff"] == pytest.approx(students_only["diff"])     # the point estimate is the same
+    # a real difference survives the second level
+    real = _pooled(stats.comparison_rows(stats.paired_bootstrap(_seeded_tasks([0.7, 0.75, 0.8], [0.2, 0.25, 0.3]),
+                                                                num=2000), "dass"), "other")
+    assert real["verdict"] == "better" and real["diff_lo"] > 0.3
+
+
+def test_run_draws_are_shared_by_the_tasks_of_a_resample():
+    """A run is one model: a resample that draws a bad run draws it for every task, so the pooled interval is
+    as wide as the seed spread, not narrowed by averaging independent draws over tasks."""
+    tasks = _seeded_tasks([0.2, 0.8], [0.5, 0.5], k=6)
+    boot = stats.paired_bootstrap(tasks, num=4000)
+    s = boot["samples"][("pooled", "dass")]
+    # with one shared draw, about a quarter of the resamples hold only the bad run: a pooled figure near 0.2
+    assert np.mean(s < 0.3) > 0.15 and np.mean(s > 0.7) > 0.15
+
+
+def test_the_seed_ensemble_row():
+    tasks = _seeded_tasks([0.5, 0.5, 0.5, 0.5], [0.5], k=2, n=300)
+    boot = stats.paired_bootstrap(tasks, num=500, ensembles=["dass"])
+    rows = stats.comparison_rows(boot, "dass")
+    ens = _pooled(rows, "dass" + stats.ENSEMBLE)
+    # four runs with independent errors: their standardised mean ranks better than any one of them
+    assert ens["spearman"] > _pooled(rows, "dass")["spearman"] + 0.1 and ens["verdict"] == "worse"
+    z = stats.standardised([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
+    assert np.allclose(z[0], [-1, 0, 1]) and np.all(z[1] == 0)               # sample std; a constant run: zeros
+
+
+def test_search_figures_resample_runs_too():
+    truth = np.arange(20.0)
+    within = np.ones(20, bool)
+    good, bad = truth.copy(), -truth
+    two = stats.search_bootstrap(truth, {"m": np.stack([good, bad])}, within, k=1, num=2000, seed=1)
+    one = stats.search_bootstrap(truth, {"m": np.stack([good, bad])}, within, k=1, num=2000, seed=1, runs=False)
+    assert two["m"][0] == one["m"][0] == pytest.approx((19 + 0) / 2)
+    assert np.std(two["m"][1]) > np.std(one["m"][1])            # the spread of the runs widens the interval

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from clitools import run_main, tiny_config, write_config, write_toy_tasks
+from clitools import run_cli, tiny_config, write_config, write_toy_tasks
 
 from dass.config import from_dict
 from dass.errors import CheckpointError
@@ -66,11 +66,11 @@ def test_released_teachers_are_read_only_in_build_db_search_and_kd(tmp_path, dat
     before = {t: sha(p) for t, p in files.items()}
     conf = write_config(tmp_path / "conf.yaml", cfg)
 
-    _ok(run_main("build-db", "--config", str(conf), "--no-progress", cwd=tmp_path))
-    _ok(run_main("search", "--config", str(conf), "--method", "macs", "search.out=" + str(tmp_path / "s"),
+    _ok(run_cli("build-db", "--config", str(conf), "--no-progress", cwd=tmp_path))
+    _ok(run_cli("search", "--config", str(conf), "--method", "macs", "search.out=" + str(tmp_path / "s"),
                  "db.out=" + str(tmp_path / "db2"), "--no-progress", cwd=tmp_path))
-    r = _ok(run_main("kd", "--config", str(conf), "--task", "toy-2", "--arch", ARCH, "--seeds", "1", cwd=tmp_path))
-    t = _ok(run_main("train-teacher", "--config", str(conf), "--task", "all", cwd=tmp_path))
+    r = _ok(run_cli("kd", "--config", str(conf), "--task", "toy-2", "--arch", ARCH, "--seeds", "1", cwd=tmp_path))
+    t = _ok(run_cli("train-teacher", "--config", str(conf), "--task", "all", cwd=tmp_path))
 
     assert {t: sha(p) for t, p in files.items()} == before
     assert sorted(p.name for p in files["toy-0"].parent.iterdir()) == ["model_best.pth.tar"]   # no run files added
@@ -101,7 +101,7 @@ def test_a_bad_released_teacher_is_an_error_never_replaced(tmp_path, data_root, 
     conf = write_config(tmp_path / "conf.yaml", cfg)
     before = sha(p)
     extra = ["--split", "meta_train"] if command == "build-db" else ["--task", "toy-0", "--arch", ARCH]
-    r = run_main(command, "--config", str(conf), *extra, "--no-progress", cwd=tmp_path)
+    r = run_cli(command, "--config", str(conf), *extra, "--no-progress", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and str(p) in r.stderr, r.stderr
     assert sha(p) == before
 

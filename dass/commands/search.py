@@ -13,7 +13,10 @@ def add_arguments(p) -> None:
                                                    "candidates are then embedded on the fly")
     p.add_argument("--teacher-acc", type=float, default=None,
                    help="the teacher's test accuracy in percent (default: evaluated on the test split)")
-    p.add_argument("--checkpoint", default=None, help="predictor checkpoint (default: <meta.out>/best.pt)")
+    p.add_argument("--checkpoint", action="append", default=None,
+                   help="predictor checkpoint (repeatable: several are scored as their seed ensemble); default: "
+                        "the committed predictors (meta.predictors), else the method's meta-training seeds, "
+                        "else <meta.out>/best.pt")
     p.add_argument("--method", default=None, choices=list(REGISTRY),
                    help="default: search.method (dass). Trained baselines use the predictor meta-test trained. "
                         + help_text())

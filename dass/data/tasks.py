@@ -440,6 +440,19 @@ def known_tasks(cfg) -> list[str]:
     return seen
 
 
+def task_source(name: str) -> str:
+    """The source a task was drawn from: ``fonts``, ``icons``, ``fashion_mnist``, ``synth`` (the generated
+    family), ``tiny_imagenet`` (its class splits); any other task is a source of its own (``digits``, ``cub``)."""
+    m = SOURCE_TASK.match(name)
+    if m:
+        return m.group(1)
+    if re.fullmatch(r"synth-\d+", name):
+        return "synth"
+    if re.fullmatch(r"tiny_imagenet-\d+", name):
+        return "tiny_imagenet"
+    return name
+
+
 def is_own_dataset(cfg, name: str) -> bool:
     """A dataset no config names but that sits in ``data.root/<name>/`` in the numpy layout (a user's own)."""
     folder = Path(cfg.data.root) / name

@@ -28,6 +28,7 @@ import torch
 from ..config import apply_overrides, split_method_override
 from ..db.records import TaskRecords
 from ..errors import ConfigError, DataError
+from ..stats import standardised
 from .baselines import diswot_score
 from .checkpoint import LoadedPredictor
 from .inference import predict
@@ -146,6 +147,26 @@ def run_config(cfg, name: str, seed: Optional[int] = None):
     return c
 
 
+def committed_runs(cfg, name: str, seeds=None) -> list[Path]:
+    """The committed predictors of ``name`` (``meta.predictors/<name>/seed<k>.pt``), by seed; only ``seeds``
+    when given."""
+    folder = Path(cfg.meta.predictors) / name
+    found = sorted(folder.glob("seed*.pt"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else -1)
+    return [p for p in found if seeds is None or (p.stem[4:].isdigit() and int(p.stem[4:]) in seeds)]
+
+
+def method_runs(cfg, name: str) -> list[Path]:
+    """Every predictor of trained method ``name`` there is, best first to use: the committed ones, else its
+    meta-training seeds (``<meta.out>/seeds/<name>/seed<k>/best.pt``), else its one run (``best.pt``)."""
+    if cfg.meta.predictors:
+        return committed_runs(cfg, name)
+    seeds = sorted(Path(cfg.meta.out, "seeds", name).glob("seed*/best.pt"))
+    if seeds:
+        return seeds
+    one = Path(run_config(cfg, name).meta.out) / "best.pt"
+    return [one] if one.is_file() else []
+
+
 def needs_dataset_features(cfg, name: str) -> bool:
     return "D" in run_config(cfg, name).predictor.inputs
 
@@ -164,10 +185,7 @@ def score(method: str, records: TaskRecords, predictor: Optional[LoadedPredictor
 
 
 def ensemble(runs: torch.Tensor) -> torch.Tensor:
-    """The seed ensemble of ``runs x N`` scores: each run standardised over the students (mean 0, sample
-    std 1; a constant run counts as zeros), then averaged. Standardising first keeps a run whose scores
-    spread more from outweighing the others."""
-    r = torch.as_tensor(runs, dtype=torch.float64).reshape(-1, runs.shape[-1])
-    sd = r.std(dim=1, keepdim=True) if r.shape[1] > 1 else torch.zeros(r.shape[0], 1, dtype=r.dtype)
-    z = torch.where(sd > 0, (r - r.mean(dim=1, keepdim=True)) / torch.where(sd > 0, sd, 1.0), torch.zeros_like(r))
-    return z.mean(dim=0)
+    """The seed ensemble of ``runs x N`` scores (:func:`dass.stats.standardised` runs, averaged): standardising
+    first keeps a run whose scores spread more from outweighing the others."""
+    r = torch.as_tensor(runs, dtype=torch.float64).detach().cpu().numpy()
+    return torch.from_numpy(standardised(r).mean(axis=0))
