@@ -168,22 +168,19 @@ def main() -> None:
                    n / (median(times[name]) + rest), "cand/s", "goal: >= 200/s on 2 CPU cores")
 
     if not args.no_processes and device.type == "cpu" and cpu_cores() >= 2:
-        import multiprocessing as mp
-
         from dass import fastembed
+        from dass.parallel import process_pool
 
         # A warm pool of the product's workers (fastembed._worker_init/_worker_chunk): embedding only.
         jobs = fastembed.chunk_jobs(teacher, archs, 2, channels=C)   # one half of the sorted pool each
         init = fastembed.worker_initargs(teacher, noise)
-        with mp.get_context("spawn").Pool(2, initializer=fastembed._worker_init, initargs=init) as pool:
+        with process_pool(2, fastembed._worker_init, init) as pool:
             pool.map(fastembed._worker_chunk, [(ids[:2], d[:2], *rest) for ids, d, *rest in jobs])   # warm-up
             tp = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 parts = pool.map(fastembed._worker_chunk, jobs)
                 tp.append(time.perf_counter() - t0)
-            pool.close()
-            pool.join()
         got = torch.zeros_like(fmaps)
         for ids, maps in parts:
             got[ids] = maps

@@ -31,6 +31,7 @@ CANDIDATES = {
     "base": [],
     "episodes-1000": ["meta.episodes=1000"],
     "query-50": ["meta.n_query=50"],
+    # a variant beyond the paper (its inputs S, T, A): reported beside the faithful predictor, never in its place
     "inputs-STAD": ["predictor.inputs=[S,T,A,D]"],
     "target-normalised": ["predictor.target_norm=meta_train"],
     # the config's predictor is the wider one; this is the project default's width

@@ -656,11 +656,11 @@ def download_group(group: Group, names: Sequence[str] = ("all",), root: Optional
 
 
 # -------------------------------------------------------------------------------------------- CLI
-_DESCRIPTIONS = {
-    "dataset": "Download the authors' datasets (numpy arrays, docs/method.md#benchmark) into data/<name>/, "
-               "and Fashion-MNIST (by name: --name fashion_mnist) into data/fashion_mnist/.",
-    "checkpoint": "Download the authors' trained ResNet42 teachers into checkpoint/teacher/<task>/model_best.pth.tar.",
-    "preprocessed": "Download and unpack the authors' preprocessed meta-training database (preprocessed/...).",
+_DESCRIPTIONS = {   # what each group fetches, as a noun phrase: the parser's description joins them
+    "dataset": "the authors' datasets (numpy arrays, docs/method.md#benchmark) into data/<name>/, and "
+               "Fashion-MNIST (by name: --name fashion_mnist) into data/fashion_mnist/",
+    "checkpoint": "the authors' trained ResNet42 teachers into checkpoint/teacher/<task>/model_best.pth.tar",
+    "preprocessed": "the authors' preprocessed meta-training database, unpacked (preprocessed/...)",
     "fonts": "the Debian font packages (their usr/share/fonts/ into data/sources/fonts/)",
     "icons": "the Debian icon-theme packages (their usr/share/icons/ into data/sources/icons/)",
 }
@@ -670,9 +670,10 @@ _FROM_FOLDER_HELP = ("take every file from this folder instead of its URL: DIR/<
 
 
 def _description(choices: Sequence[str]) -> str:
-    if len(choices) == 1:
-        return _DESCRIPTIONS.get(choices[0], f"Download the '{choices[0]}' files of the manifest.")
-    return "Download and unpack " + "; ".join(_DESCRIPTIONS.get(c, c) for c in choices) + "."
+    parts = [_DESCRIPTIONS.get(c, f"the '{c}' files of the manifest") for c in choices]
+    if len(parts) == 1:
+        return f"Download {parts[0]}."
+    return "Download, by --group: " + "; ".join(f"{c}: {d}" for c, d in zip(choices, parts)) + "."
 
 
 def download_parser(group: str | Sequence[str], prog: Optional[str] = None) -> argparse.ArgumentParser:

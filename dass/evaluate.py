@@ -43,7 +43,7 @@ from .config import from_dict, resolve_device, to_dict
 from .db.records import TaskRecords, load_split_records
 from .errors import CheckpointError, ConfigError, DataError
 from .io import safe_torch_load, write_csv, write_json
-from .metrics import mean_std, nanmean, rank_desc, spearman_rows
+from .metrics import mean_std, nanmean, nanmean_axis, rank_desc, spearman_rows
 from .parallel import map_processes
 from .plots import scatter_plot
 from .predictor import methods as registry
@@ -232,7 +232,7 @@ def statistics_of(cfg, tests: list[TaskRecords], scores: dict, num: int = stats.
         r.update(ceilings.get(r["task"], {}))
     runs = np.stack([[spearman_rows(run, t.truth)[0] for run in stats.as_rows(t.scores[REFERENCE])]
                      for t in tasks])                                   # tasks x runs
-    per_run = np.nanmean(runs, axis=0)
+    per_run = nanmean_axis(runs, axis=0)
     mean, std = mean_std(per_run)
     dass = {"runs": len(per_run), "pooled_per_run": per_run.tolist(), "mean": mean, "std": std}
     runs = {m: int(stats.as_rows(s).shape[0]) for m, s in scores[tests[0].task].items()}
@@ -288,7 +288,7 @@ def run_meta_test(cfg, checkpoint: Optional[str | Path] = None, baselines: str =
 
 def _result_row(rec: TaskRecords, name: str, runs: np.ndarray) -> dict:
     per = [evaluate_task(torch.from_numpy(r), rec) for r in runs]
-    mean = lambda k: float(np.nanmean([p[k] for p in per]))  # noqa: E731
+    mean = lambda k: nanmean([p[k] for p in per])  # noqa: E731
     return {"task": rec.task, "method": name, "spearman": mean("spearman"), "pearson": mean("pearson"),
             "kendall": mean("kendall"), "top1": mean("top1_acc"), "top5": mean("top5_acc"),
             "best": per[0]["best_acc"], "n": per[0]["n"]}

@@ -95,6 +95,14 @@ def nanmean(values) -> float:
     return sum(v) / len(v) if v else math.nan
 
 
+def nanmean_axis(a, axis: int = 0) -> np.ndarray:
+    """``np.nanmean`` along ``axis``: NaN, without numpy's warning, where every entry is NaN (the Spearman of a
+    resample whose students all share one label is undefined; it is skipped, never counted as 0)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.asarray(a, np.float64), axis=axis)
+
+
 STD_NOTE = "mean ± std: std is the sample standard deviation (ddof = 1)"
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-from .metrics import rank_desc_rows, spearman_rows
+from .metrics import nanmean, nanmean_axis, rank_desc_rows, spearman_rows
 
 LEVEL = 0.95
 NUM_RESAMPLES = 2000
@@ -106,8 +106,8 @@ def _run_draws(n_runs: int, num: int, rng: np.random.Generator, runs: bool) -> O
 def _over_runs(per_run: np.ndarray, draws: Optional[np.ndarray]) -> np.ndarray:
     """``runs x B`` figures -> ``B``: the mean over each resample's drawn runs (over all runs without draws)."""
     if draws is None:
-        return np.nanmean(per_run, axis=0)
-    return np.nanmean(per_run[draws.T, np.arange(per_run.shape[1])[None, :]], axis=0)
+        return nanmean_axis(per_run, axis=0)
+    return nanmean_axis(per_run[draws.T, np.arange(per_run.shape[1])[None, :]], axis=0)
 
 
 def _ensemble_samples(z: np.ndarray, truth: np.ndarray, idx: np.ndarray, draws: Optional[np.ndarray]) -> np.ndarray:
@@ -135,7 +135,7 @@ def paired_bootstrap(tasks: Sequence[TaskScores], num: int = NUM_RESAMPLES, seed
         idx = resample_indices(len(truth), num, rng)
         for m in methods:
             rs = as_rows(ts.scores[m])
-            point[(ts.task, m)] = float(np.nanmean(spearman_rows(rs, np.broadcast_to(truth, rs.shape))))
+            point[(ts.task, m)] = nanmean(spearman_rows(rs, np.broadcast_to(truth, rs.shape)))
             per_run = np.stack([spearman_rows(r[idx], truth[idx]) for r in rs])          # runs x B
             samples[(ts.task, m)] = _over_runs(per_run, draws[m])
         for m in ensembles:
@@ -143,8 +143,8 @@ def paired_bootstrap(tasks: Sequence[TaskScores], num: int = NUM_RESAMPLES, seed
             point[(ts.task, m + ENSEMBLE)] = float(spearman_rows(z.mean(axis=0), truth)[0])
             samples[(ts.task, m + ENSEMBLE)] = _ensemble_samples(z, truth, idx, draws[m])
     for m in [*methods, *[e + ENSEMBLE for e in ensembles]]:
-        point[("pooled", m)] = float(np.nanmean([point[(ts.task, m)] for ts in tasks]))
-        samples[("pooled", m)] = np.nanmean(np.stack([samples[(ts.task, m)] for ts in tasks]), axis=0)
+        point[("pooled", m)] = nanmean([point[(ts.task, m)] for ts in tasks])
+        samples[("pooled", m)] = nanmean_axis(np.stack([samples[(ts.task, m)] for ts in tasks]), axis=0)
     return {"point": point, "samples": samples}
 
 
@@ -175,7 +175,7 @@ def seed_agreement(per_seed) -> float:
     if k < 2:
         return math.nan
     pairs = [spearman_rows(a[i], a[j])[0] for i in range(k) for j in range(i + 1, k)]
-    return float(np.nanmean(pairs)) if not np.all(np.isnan(pairs)) else math.nan
+    return nanmean(pairs)
 
 
 def noise_ceiling(per_seed) -> dict:

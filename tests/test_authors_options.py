@@ -179,3 +179,22 @@ def test_heavy_teacher_augmentation_is_opt_in_and_seeded(tmp_path):
     assert aug["train_loss"] != base["train_loss"]
     with pytest.raises(Exception, match="teacher.heavy_aug=False"):                     # a resume must not switch it
         train.train_teacher(task, hcfg, out_dir=tmp_path / "a", progress=False)
+
+
+@pytest.mark.parametrize("strategy", ["copy_paste_first", "copy_paste_last", "copy_paste_uniform",
+                                      "copy_paste_uniform_last", "uniform"])
+def test_the_stem_of_the_copy_paste_ablations_takes_the_first_channels(paper_teacher, strategy):
+    """The authors' KD code cuts the stem's first channels in every copy_paste ablation, whatever the blocks
+    take (copy_paste_last's blocks take their last channels); the paper's ``uniform`` remap keeps its
+    evenly spaced channels for the stem too."""
+    import torch
+
+    from dass.remap import remapped_student
+    from dass.space import Arch
+
+    t = paper_teacher
+    s = remapped_student(t, Arch([1, 1, 1, 1], [[16], [40], [96], [256]]), strategy)
+    c = t.conv1.weight.shape[0]
+    stem = torch.round(torch.linspace(0, c - 1, 16)).long() if strategy == "uniform" else torch.arange(16)
+    assert torch.equal(s.conv1.weight, t.conv1.weight[stem])
+    assert torch.equal(s.bn1.running_mean, t.bn1.running_mean[stem]) and torch.equal(s.bn1.weight, t.bn1.weight[stem])

@@ -63,6 +63,7 @@ def test_malformed_yaml(tmp_path):
     assert files_under(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_user_error_is_exit_status_2_of_the_process(tmp_path):
     """What a shell sees: the process exits 2 with one ``error:`` line (the other cases run in-process)."""
     r = run_main("train-teacher", "--task", "toy-0", "--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)

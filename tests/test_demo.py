@@ -65,7 +65,8 @@ def test_demo_report(demo_run):
     b = rep["benchmark"]
     assert b["stats"]["dass_seeds"]["runs"] == 2 and b["manifest"] is None
     pooled = {x["method"]: x for x in b["stats"]["rows"] if x["task"] == "pooled"}
-    assert set(pooled) == {"dass", "macs", "metad2a"}
+    # two runs per learned method: each seed's row and the rank-averaged ensemble's row
+    assert set(pooled) == {"dass", "dass ensemble", "macs", "metad2a", "metad2a ensemble"}
     assert pooled["macs"]["verdict"] in ("better", "worse", "not resolved")
     assert pooled["macs"]["lo"] <= pooled["macs"]["spearman"] <= pooled["macs"]["hi"]
     text = (out / "report.md").read_text()

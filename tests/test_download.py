@@ -520,6 +520,7 @@ def run_cli(script: str, *args: str, cwd: Path, env_extra: dict | None = None) -
                           capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.slow
 def test_clis_dry_run_with_the_authors_manifest(tmp_path):
     r = run_cli("download_dataset.py", "--name", "cub", "quickdraw", "--dry-run", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -533,6 +534,7 @@ def test_clis_dry_run_with_the_authors_manifest(tmp_path):
     assert list(tmp_path.iterdir()) == []  # a dry run creates nothing
 
 
+@pytest.mark.slow
 def test_cli_real_runs_against_loopback(server, tmp_path):
     imgs = server.put("toy/train_images.npy", payload(9000, seed=11))
     zbytes = make_zip(tmp_path / "z.zip", {"preprocessed/ours/meta_train/t.pt": b"T"}).read_bytes()
@@ -555,6 +557,7 @@ def test_cli_real_runs_against_loopback(server, tmp_path):
     assert f"sha256 {sha(zbytes)}" in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_checkpoint_from_env_mirror(server, tmp_path):
     ck = server.put("checkpoint/teacher/cub/model_best.pth.tar", payload(7000, seed=12))
     r = run_cli("download_checkpoint.py", "--name", "cub", "--root", "teachers", cwd=tmp_path,
@@ -564,6 +567,7 @@ def test_cli_checkpoint_from_env_mirror(server, tmp_path):
     assert [q["path"] for q in server.requests] == ["/checkpoint/teacher/cub/model_best.pth.tar"]
 
 
+@pytest.mark.slow
 def test_cli_errors_exit_2_with_one_line(server, tmp_path):
     m = write_manifest(tmp_path / "m.yaml", {
         "dataset": {"root": "data", "files": [{"name": "gone", "path": "gone/x.npy", "url": server.url("nope.npy")}]},
@@ -670,6 +674,7 @@ def test_from_folder_checks_sha256_and_names_a_missing_file(tmp_path):
         dl.download_group(group, ["c"], tmp_path / "d", mirror="http://m", from_folder=folder, out=io.StringIO())
 
 
+@pytest.mark.slow
 def test_cli_from_folder(tmp_path):
     folder = tmp_path / "share"
     folder.mkdir()
@@ -687,6 +692,7 @@ def test_cli_from_folder(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is not a folder" in r.stderr
 
 
+@pytest.mark.slow
 def test_fashion_mnist_entries_and_dry_run(tmp_path):
     fm = dl.load_manifest()["dataset"].select(["fashion_mnist"])
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -804,6 +810,7 @@ def test_deb_with_a_device_or_a_bad_container_is_refused(tmp_path):
         unpack_deb(tmp_path / "plain.deb", tmp_path / "t", "usr/share/fonts")
 
 
+@pytest.mark.slow
 def test_cli_sources_from_an_apt_archive_folder(tmp_path):
     deb = good_deb()
     folder = tmp_path / "archives"

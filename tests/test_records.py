@@ -88,3 +88,25 @@ def test_a_teacher_record_without_net_index_loads(tmp_path):
     assert got.acc == 61.5 and torch.equal(got.fmap, t.fmap) and got.arch == t.arch
     with pytest.raises(DassError, match="missing key 'net_index'"):
         dict_to_records(d, "cub", "a student file")
+
+
+def test_an_authors_search_pool_with_arch_info_or_only_net_samples(small_space):
+    """Their search pools nest the inputs under ``pred_inp`` and may carry the architectures under
+    ``arch_info``; without it the architectures come from ``net_info/net_samples.pt`` (entry i = candidate i)."""
+    from dass.db.records import candidate_dict
+
+    rec = make_records(small_space, n=3)
+    d = records_to_dict(rec)
+    theirs = {"pred_inp": {"arch_enc": d["arch_enc"]}, MAP_KEY: d[MAP_KEY],
+              "arch_info": {"depth_config": d["depth_config"], "channel_widths": d["channel_widths"]}}
+    asked = []
+    flat = candidate_dict(theirs, "search/x.pt", net_samples=lambda: asked.append(1))
+    assert not asked                                                   # arch_info was enough
+    assert dict_to_records(flat, "x", "search/x.pt", small_space).archs == rec.archs
+    assert all(math.isnan(a) for a in flat["best_acc"]) and flat["net_index"] == [0, 1, 2]
+    del theirs["arch_info"]
+    samples = [(0, 0, dc, cw) for dc, cw in zip(d["depth_config"], d["channel_widths"])]
+    assert dict_to_records(candidate_dict(theirs, "search/x.pt", net_samples=lambda: samples), "x", "search/x.pt",
+                           small_space).archs == rec.archs
+    with pytest.raises(DassError, match="net_samples.pt has 2 entries"):
+        candidate_dict(theirs, "search/x.pt", net_samples=lambda: samples[:2])

@@ -111,6 +111,11 @@ def test_search_and_kd_on_your_own_dataset_as_the_readme_writes_them(tmp_path, m
     searched = yaml.safe_load((work / "exp" / "search" / "obtained_net_index.yaml").read_text())
     assert f"searched student #{searched['net_index']['mine']['dass']}" in out
     assert "teacher of mine" in out and not (work / "checkpoint" / "teacher" / "mine").exists()  # the user's teacher
+    # `kd --teacher PATH` names another teacher than the one the search adapted on
+    shutil.copyfile(work / "path/to/teacher.pth.tar", work / "path/to/other.pth.tar")
+    out = run([*kd, "--teacher", "path/to/other.pth.tar", "--teacher-acc", "12.5", "--seeds", "4"],
+              TINY_PAPER)
+    assert "# teacher of mine: 12.50% test accuracy" in out and "over seeds [4]" in out
 
 
 # --------------------------------------------------------------------------------------------- #

@@ -182,3 +182,21 @@ def test_search_figures_resample_runs_too():
     one = stats.search_bootstrap(truth, {"m": np.stack([good, bad])}, within, k=1, num=2000, seed=1, runs=False)
     assert two["m"][0] == one["m"][0] == pytest.approx((19 + 0) / 2)
     assert np.std(two["m"][1]) > np.std(one["m"][1])            # the spread of the runs widens the interval
+
+
+def test_an_undefined_spearman_is_skipped_without_a_warning():
+    """A resample whose students share one label has no Spearman: it is left out of the mean, not counted as
+    0, and numpy's all-NaN warning does not reach the user (pytest -W error turns it into a failure)."""
+    import warnings
+    from dass.metrics import nanmean_axis
+    a = np.array([[0.5, np.nan], [0.7, np.nan]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = nanmean_axis(a, axis=0)
+    assert m[0] == pytest.approx(0.6) and np.isnan(m[1])
+    truth = np.array([1.0, 1.0, 1.0, 1.0])   # constant labels: every Spearman undefined
+    tasks = [stats.TaskScores("t", truth, {"a": np.arange(4.0)})]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = stats.paired_bootstrap(tasks, num=20)
+    assert math.isnan(out["point"][("t", "a")]) and np.isnan(out["samples"][("pooled", "a")]).all()
