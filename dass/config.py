@@ -301,10 +301,13 @@ class DemoConfig:
     workers: int = 0                # local build-db processes; 0 = min(2, CPU count)
     # The headline comparison runs on the committed benchmark database (docs/method.md#benchmark): its config
     # ("" = skip), the committed predictors' seeds it scores (empty = all of them; without committed predictors
-    # these seeds are meta-trained), the seeds also meta-trained here as a live check, and the methods.
+    # these seeds are meta-trained), the seeds also meta-trained here as a live check and the trained methods
+    # that check meta-trains (--baselines syntax; DaSS always: "metad2a" adds the MetaD2A-style predictor, whose
+    # 1000 episodes cost about 3 more minutes on 2 cores), and the methods of the headline.
     benchmark: str = "configs/bench.yaml"
     benchmark_seeds: list[int] = field(default_factory=list)
     benchmark_live_seeds: list[int] = field(default_factory=lambda: [0])
+    benchmark_live_methods: str = "dass"
     benchmark_methods: str = "random,macs,params,diswot,metad2a"
 
 

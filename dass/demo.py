@@ -45,6 +45,7 @@ from .predictor.trainer import train_or_reuse
 from .remap import remapped_student
 from .search import build_candidates, run_search, search_root
 from .space import Arch, SearchSpace
+from .stats import ENSEMBLE
 from .train.engine import distill
 from .train.logit_cache import TeacherLogitCache
 from .train.teachers import load_teacher_for, probe_teacher_accuracy
@@ -163,22 +164,30 @@ def _benchmark(cfg: Config, out: Path, log) -> dict:
 
 
 def _live_check(cfg: Config, bcfg: Config, headline: dict, out: Path, log) -> dict:
-    """DaSS and the MetaD2A-style predictor meta-trained here with ``demo.benchmark_live_seeds``, against the
-    committed runs of the same seeds: how far this machine's rounding moves one seed."""
-    seeds = list(cfg.demo.benchmark_live_seeds)
+    """The trained methods of ``demo.benchmark_live_methods`` (DaSS always) meta-trained here with
+    ``demo.benchmark_live_seeds``, against the committed runs of the same seeds: how far this machine's
+    rounding moves one seed."""
+    seeds, methods = list(cfg.demo.benchmark_live_seeds), cfg.demo.benchmark_live_methods
     live_cfg = copy.deepcopy(bcfg)
     live_cfg.meta.predictors = ""
-    here = run_meta_test(live_cfg, baselines="metad2a", progress=False, out=out / "benchmark" / "live", seeds=seeds,
+    here = run_meta_test(live_cfg, baselines=methods, progress=False, out=out / "benchmark" / "live", seeds=seeds,
                          workers=_workers(cfg)).stats
-    there = run_meta_test(bcfg, baselines="metad2a", progress=False, out=out / "benchmark" / "live-committed",
+    there = run_meta_test(bcfg, baselines=methods, progress=False, out=out / "benchmark" / "live-committed",
                           seeds=seeds).stats
-    pooled = {st_name: {r["method"]: r["spearman"] for r in st["rows"] if r["task"] == "pooled"}
-              for st_name, st in (("here", here), ("committed", there))}
+    pooled = {st_name: {r["method"]: r["spearman"] for r in st["rows"] if r["task"] == "pooled"
+                        and not r["method"].endswith(ENSEMBLE)} for st_name, st in (("here", here), ("committed", there))}
     res = {"seeds": seeds, "here": pooled["here"], "committed": pooled["committed"]}
-    log(f"   live check, seeds {seeds} meta-trained here: DaSS {res['here'].get('dass', math.nan):.3f} (committed "
-        f"{res['committed'].get('dass', math.nan):.3f}), MetaD2A-style {res['here'].get('metad2a', math.nan):.3f} "
-        f"(committed {res['committed'].get('metad2a', math.nan):.3f})")
+    log(f"   live check, seeds {seeds} meta-trained here: " + _live_text(res))
     return res
+
+
+_NAMES = {"dass": "DaSS", "metad2a": "the MetaD2A-style predictor"}
+
+
+def _live_text(live: dict) -> str:
+    """``DaSS 0.654 (committed 0.654), ...``: each live method's pooled Spearman beside its committed runs'."""
+    return ", ".join(f"{_NAMES.get(m, m)} {v:.3f} (committed {live['committed'].get(m, math.nan):.3f})"
+                     for m, v in live["here"].items())
 
 
 def _workers(cfg: Config) -> int:
@@ -264,12 +273,9 @@ def _format_benchmark(b: dict) -> list[str]:
              f"{'manifest verified' if b['manifest'] else 'NOT verified against a manifest'})", "", how, ""]
     live = b.get("live")
     if live:
-        f = lambda d, m: f"{d[m]:.3f}" if m in d else "n/a"  # noqa: E731
-        lines += [f"Live check: seed(s) {live['seeds']} meta-trained on this machine give a pooled Spearman of "
-                  f"{f(live['here'], 'dass')} for DaSS and {f(live['here'], 'metad2a')} for the MetaD2A-style "
-                  f"predictor, against {f(live['committed'], 'dass')} and {f(live['committed'], 'metad2a')} for the "
-                  f"committed runs of the same seeds: another CPU's rounding moves a seed this much, which the "
-                  f"two-level intervals below cover.", ""]
+        lines += [f"Live check, seed(s) {live['seeds']} meta-trained on this machine, pooled Spearman against the "
+                  f"committed runs of the same seeds: {_live_text(live)}. Another CPU's rounding moves a seed this "
+                  f"much, which the two-level intervals below cover.", ""]
     fam = b["database_report"].get("family")
     if fam:
         lines += [f"Task family: {len(fam['low_macs'])} of {fam['tasks']} tasks have Spearman(accuracy, MACs) < 0.5 "

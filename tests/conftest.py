@@ -7,7 +7,8 @@ import torch
 # The package is imported as installed (script/test.sh installs it editable): no sys.path patching.
 # The markers (gpu, slow) are declared in pyproject.toml.
 ROOT = Path(__file__).resolve().parent.parent
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two intra-op threads in one process; one per worker when script/test.sh runs a worker per core (xdist).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -137,13 +137,15 @@ def test_the_headline_from_committed_predictors_and_the_live_check(demo_run, tmp
     out, ov, _ = demo_run
     cfg = load_config(ROOT / "configs" / "demo.yaml", [*ov, f"demo.benchmark={_committed_config(out)}",
                                                        "demo.benchmark_methods=macs,metad2a",
-                                                       "demo.benchmark_live_seeds=[0]", f"demo.out={tmp_path}"])
+                                                       "demo.benchmark_live_seeds=[0]",
+                                                       "demo.benchmark_live_methods=metad2a", f"demo.out={tmp_path}"])
     got = _benchmark(cfg, tmp_path, lambda s: None)
     trained = json.loads((out / "report.json").read_text())["benchmark"]["stats"]
     assert got["committed"] and got["stats"]["dass_seeds"] == trained["dass_seeds"]
     pooled = lambda st: {r["method"]: r["spearman"] for r in st["rows"] if r["task"] == "pooled"}  # noqa: E731
     assert pooled(got["stats"]) == pooled(trained)
     assert got["live"]["here"] == got["live"]["committed"]            # this machine: the same bits
+    assert set(got["live"]["here"]) == {"dass", "metad2a"}            # DaSS always, and the methods asked for
     # a committed predictor that learned from other records is refused, naming the file
     bcfg = load_config(_committed_config(out))
     bad = Path(bcfg.meta.predictors) / "dass" / "seed1.pt"
