@@ -141,7 +141,8 @@ def _meta_train(cfg: Config, log) -> dict:
 
 
 def _meta_test(cfg: Config, ckpt: str) -> list[dict]:
-    return run_meta_test(cfg, checkpoint=ckpt, baselines="all", progress=False).rows
+    # the ablations and trained baselines meta-train in parallel, as the headline's runs do
+    return run_meta_test(cfg, checkpoint=ckpt, baselines="all", progress=False, workers=_workers(cfg)).rows
 
 
 def _benchmark(cfg: Config, out: Path, log) -> dict:
