@@ -13,13 +13,13 @@ command bench/db/MANIFEST.json records) so the predictors are verified with the 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 from dass.config import load_config
 from dass.db.records import load_split_records
 from dass.errors import DassError, run_reporting_errors
+from dass.io import atomic_write_bytes
 from dass.evaluate import check_committed
 
 
@@ -45,8 +45,7 @@ def commit(a) -> None:
         for ck in runs:
             check_committed(cfg, name, ck, *splits)
             dest = Path(cfg.meta.predictors) / name / f"{ck.parent.name}.pt"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(ck, dest)
+            atomic_write_bytes(dest, ck.read_bytes())    # a killed copy never leaves half a predictor
         print(f"{name}: {len(runs)} predictors -> {Path(cfg.meta.predictors) / name}")
 
 

@@ -175,19 +175,17 @@ def _live_check(cfg: Config, bcfg: Config, headline: dict, out: Path, log) -> di
                          workers=_workers(cfg)).stats
     there = run_meta_test(bcfg, baselines=methods, progress=False, out=out / "benchmark" / "live-committed",
                           seeds=seeds).stats
-    pooled = {st_name: {r["method"]: r["spearman"] for r in st["rows"] if r["task"] == "pooled"
-                        and not r["method"].endswith(ENSEMBLE)} for st_name, st in (("here", here), ("committed", there))}
+    pooled = {name: {r["method"]: r["spearman"] for r in st["rows"]
+                     if r["task"] == "pooled" and not r["method"].endswith(ENSEMBLE)}
+              for name, st in (("here", here), ("committed", there))}
     res = {"seeds": seeds, "here": pooled["here"], "committed": pooled["committed"]}
     log(f"   live check, seeds {seeds} meta-trained here: " + _live_text(res))
     return res
 
 
-_NAMES = {"dass": "DaSS", "metad2a": "the MetaD2A-style predictor"}
-
-
 def _live_text(live: dict) -> str:
-    """``DaSS 0.654 (committed 0.654), ...``: each live method's pooled Spearman beside its committed runs'."""
-    return ", ".join(f"{_NAMES.get(m, m)} {v:.3f} (committed {live['committed'].get(m, math.nan):.3f})"
+    """``dass 0.654 (committed 0.654), ...``: each live method's pooled Spearman beside its committed runs'."""
+    return ", ".join(f"{m} {v:.3f} (committed {live['committed'].get(m, math.nan):.3f})"
                      for m, v in live["here"].items())
 
 

@@ -91,8 +91,8 @@ def topk_true_acc(scores, acc, k: int) -> float:
 
 
 def nanmean(values) -> float:
-    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
-    return sum(v) / len(v) if v else math.nan
+    """The mean of ``values`` skipping None and NaN; NaN when nothing is left (:func:`nanmean_axis`)."""
+    return float(nanmean_axis([math.nan if x is None else float(x) for x in values]))
 
 
 def nanmean_axis(a, axis: int = 0) -> np.ndarray:
